@@ -1,0 +1,58 @@
+# session-sidecar: every entry point a developer or CI needs.
+# `make test` works on a fresh clone with Python 3.11 and make; as root it also installs the
+# Debian tools the integration tests drive (node, go, nginx, chromium, ...).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config/proxy.yaml
+
+.PHONY: help deps venv lint test test-unit test-integration run check-config bench bench-codec clean
+
+help:
+	@echo "make run          the proxy on $(CONFIG)"
+	@echo "make test         lint + type-check + the whole test suite"
+	@echo "make bench-codec  codec timings beside the bare primitives"
+	@echo "make bench        proxy throughput beside nginx"
+
+deps:
+	@bash scripts/install-system-deps.sh
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check proxy tests scripts examples
+	$(BIN)/ruff format --check proxy tests scripts examples
+	$(BIN)/mypy
+
+test: deps venv lint
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+test-unit: venv
+	$(BIN)/pytest -q tests/unit
+
+test-integration: deps venv
+	$(BIN)/pytest -q tests/integration
+
+run: venv
+	SESSION_SECRET=$${SESSION_SECRET:-dev-only-secret-change-me-0123456789abcdef} \
+	  $(BIN)/session-sidecar serve -c $(CONFIG)
+
+check-config: venv
+	SESSION_SECRET=$${SESSION_SECRET:-dev-only-secret-change-me-0123456789abcdef} \
+	  $(BIN)/session-sidecar check-config -c $(CONFIG)
+
+bench-codec: venv
+	$(BIN)/python scripts/bench_codec.py
+
+bench: deps venv
+	bash scripts/bench.sh
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

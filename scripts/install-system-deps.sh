@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian tools that the integration tests and benchmarks drive: Node.js (backend),
+# Go (backend), nginx + wrk (benchmark reference), Chromium (browser test), docker-compose v1
+# (compose validation without an engine). Idempotent; does nothing when all are present.
+set -euo pipefail
+
+need=()
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+for extra in ${SIDECAR_EXTRA_DEBS:-}; do need+=("$extra"); done
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "!!! WARNING: missing system tools: ${need[*]} (not root or no apt-get)." >&2
+  echo "!!! The tests that need them will FAIL, not skip. Install them and re-run." >&2
+  exit 0
+fi
+echo "installing system packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
