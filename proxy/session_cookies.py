@@ -1,0 +1,106 @@
+"""Chunk cookies on the wire: finding them in a ``Cookie`` header, writing ``Set-Cookie``.
+
+The codec deals in chunk values by index; this module maps them to and from cookie syntax
+(RFC 6265). It owns the names ``<name>.0``, ``<name>.1``, ... and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proxy.config import CookiePolicy
+from proxy.session_codec import ChunkCookie
+
+#: RFC 6265 section 5.2.2: a Max-Age of zero or less expires the cookie at once; a past Expires
+#: does the same for clients that predate Max-Age.
+_EXPIRED = "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+#: Chunk indexes above this are not ours (and not worth an int() on a hostile header).
+_MAX_INDEX_DIGITS = 3
+
+
+@dataclass(slots=True)
+class CookieSplit:
+    """A request's ``Cookie`` header, split into session chunks and everything else."""
+
+    #: Chunk values by index. A chunk sent twice with different values is left out and
+    #: recorded in ``conflicts``.
+    chunks: dict[int, str] = field(default_factory=dict)
+    #: Indexes that came more than once with different values.
+    conflicts: set[int] = field(default_factory=set)
+    #: The other cookies, unchanged, joined with "; " (None if there are none).
+    others: str | None = None
+
+
+def split_cookie_header(header: str | None, name: str) -> CookieSplit:
+    """Separate ``<name>.<i>`` cookies from the rest of a ``Cookie`` header."""
+    if not header:
+        return CookieSplit()
+    prefix = name + "."
+    if prefix not in header:
+        return CookieSplit(others=header)
+    split = CookieSplit()
+    others: list[str] = []
+    plen = len(prefix)
+    for piece in header.split(";"):
+        pair = piece.strip()
+        if not pair.startswith(prefix):
+            if pair:
+                others.append(pair)
+            continue
+        key, _, value = pair.partition("=")
+        index_text = key[plen:].rstrip()
+        if not _is_chunk_index(index_text):
+            others.append(pair)
+            continue
+        index = int(index_text)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]  # RFC 6265 section 4.1.1 allows a quoted cookie-value
+        seen = split.chunks.get(index)
+        if index in split.conflicts:
+            continue
+        if seen is None:
+            split.chunks[index] = value
+        elif seen != value:
+            # Two different values for one chunk (e.g. another Path's cookie): ambiguous, so
+            # neither is trusted; the codec then sees a missing chunk.
+            del split.chunks[index]
+            split.conflicts.add(index)
+    split.others = "; ".join(others) or None
+    return split
+
+
+def _is_chunk_index(text: str) -> bool:
+    # Canonical decimal only: "0", "7", "12"; not "07", "+1", "1_0" or non-ASCII digits.
+    return (
+        0 < len(text) <= _MAX_INDEX_DIGITS
+        and text.isascii()
+        and text.isdigit()
+        and (text == "0" or text[0] != "0")
+    )
+
+
+class SetCookieWriter:
+    """Renders ``Set-Cookie`` values for chunk cookies under one cookie policy."""
+
+    def __init__(self, policy: CookiePolicy) -> None:
+        attrs = [f"; Path={policy.path}"]
+        if policy.domain:
+            attrs.append(f"; Domain={policy.domain}")
+        common_tail = ""
+        if policy.http_only:
+            common_tail += "; HttpOnly"
+        if policy.secure:
+            common_tail += "; Secure"
+        common_tail += f"; SameSite={policy.same_site.capitalize()}"
+        scope = "".join(attrs)
+        self._live_suffix = f"{scope}; Max-Age={policy.max_age}{common_tail}"
+        self._expired_suffix = f"{scope}{_EXPIRED}{common_tail}"
+        self.name = policy.name
+
+    def live(self, cookie: ChunkCookie) -> str:
+        return f"{cookie.name}={cookie.value}{self._live_suffix}"
+
+    def expired(self, index: int) -> str:
+        # The value is emptied too: a client that ignores the expiry still drops the old value.
+        return f"{self.name}.{index}={self._expired_suffix}"
