@@ -481,31 +481,36 @@ def _parse_upstreams(raw: Any, errors: list[str]) -> tuple[Upstream, ...]:
     if not isinstance(raw, list):
         errors.append(f"upstreams: expected a list of upstreams, got {_kind(raw)}")
         return ()
-    upstreams: list[Upstream] = []
+    # Keyed by position in the file, so messages name the right entry even after a bad one.
+    parsed: dict[int, Upstream] = {}
     for i, item in enumerate(raw):
         upstream = _parse_upstream(item, f"upstreams[{i}]", errors)
         if upstream is not None:
-            upstreams.append(upstream)
-    seen: dict[str, int] = {}
-    for i, up in enumerate(upstreams):
-        if up.name in seen:
+            parsed[i] = upstream
+    names: dict[str, int] = {}
+    routes: dict[tuple[str | None, str], int] = {}
+    for i, up in parsed.items():
+        if up.name in names:
             errors.append(f"upstreams[{i}].name: {up.name!r} is already used; names must be unique")
-        seen.setdefault(up.name, i)
-    routes = [(u.match_host, u.path_prefix) for u in upstreams]
-    for i, route in enumerate(routes):
-        if route in routes[:i]:
+        names.setdefault(up.name, i)
+        route = (up.match_host, up.path_prefix)
+        if route in routes:
             errors.append(
-                f"upstreams[{i}]: same host and path_prefix as upstreams[{routes.index(route)}];"
+                f"upstreams[{i}]: same host and path_prefix as upstreams[{routes[route]}];"
                 " it could never be chosen"
             )
-    return tuple(upstreams)
+        routes.setdefault(route, i)
+    return tuple(parsed.values())
 
 
 def _parse_upstream(raw: Any, path: str, errors: list[str]) -> Upstream | None:
     s = _Section(raw, path, errors)
     before = len(errors)
     url = s.get("url")
-    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         s.error("url", f"expected http:// or https:// URL, got {_show(url)}")
         parts = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
 import json
 import math
 import os
@@ -207,10 +208,11 @@ class SessionCodec:
 
     # --- encode -------------------------------------------------------------------------
 
-    def encode(self, payload: str) -> EncodedSession:
+    def encode(self, payload: str, issued_at: int | None = None) -> EncodedSession:
         """Sign (or encrypt) compact JSON and split it into chunk cookies.
 
-        ``payload`` should come from :func:`normalize_session_json`. Raises
+        ``payload`` should come from :func:`normalize_session_json`. ``issued_at`` keeps an
+        existing session's age when it is only re-signed with a newer key. Raises
         :class:`SessionTooLarge` when it needs more than ``max_chunks`` chunks.
         """
         raw = payload.encode("ascii")
@@ -221,7 +223,8 @@ class SessionCodec:
             if len(packed) < len(raw):
                 body, flag = packed, "z"
         key = self.keys.newest
-        issued_at = int(self.clock())
+        if issued_at is None:
+            issued_at = int(self.clock())
         fields = f"{key.kid}.{issued_at:x}.{flag}."
         if self.encrypt:
             tail_len = _b64len(_GCM_NONCE + len(body) + _GCM_TAG)
@@ -309,13 +312,15 @@ class SessionCodec:
                 signed, dot, mac_b64 = token.rpartition(".")
                 if not dot or len(mac_b64) != _MAC_CHARS or len(signed) < head_len:
                     return _invalid("malformed signature")
-                mac = base64_decode(mac_b64)
                 message = self._name_bytes + signed.encode("ascii")
-                if not _HMAC.verify_signature(key.sign_key, message, mac):
+                # Compared as text: the decoder accepts several spellings of one MAC (the spare
+                # low bits of its last character), and a changed cookie must never verify.
+                expected = base64_encode(_HMAC.get_signature(key.sign_key, message))
+                if not hmac.compare_digest(expected, mac_b64.encode("ascii")):
                     return _invalid("bad signature")
                 body = base64_decode(signed[head_len:])
             else:
-                sealed = base64_decode(token[head_len:])
+                sealed = _b64decode_canonical(token[head_len:])
                 if len(sealed) < _GCM_NONCE + _GCM_TAG:
                     return _invalid("malformed ciphertext")
                 aad = self._name_bytes + token[:head_len].encode("ascii")
@@ -393,6 +398,18 @@ class SessionCodec:
 
 def _invalid(reason: str) -> DecodeResult:
     return DecodeResult(SessionState.INVALID, reason=reason)
+
+
+def _b64decode_canonical(text: str) -> bytes:
+    """Decode unpadded url-safe base64, accepting only the one spelling the encoder writes.
+
+    The decoder alone skips unknown and non-ASCII characters and ignores the spare low bits of
+    the last character, so several texts would open to the same ciphertext. Raises ValueError.
+    """
+    data = base64_decode(text)
+    if base64_encode(data) != text.encode("ascii"):
+        raise ValueError("not canonical base64")
+    return data
 
 
 _HEX = frozenset("0123456789abcdef")

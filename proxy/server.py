@@ -1,0 +1,281 @@
+"""The server: sockets, workers, signals, reload and graceful shutdown.
+
+``workers: 1`` runs everything in this process. ``workers: N`` (0 = one per CPU) makes this
+process a supervisor: it starts N worker processes that each bind the port with SO_REUSEPORT
+(the kernel spreads connections), serves the admin endpoints itself, forwards SIGHUP and
+SIGTERM, and restarts a worker that dies.
+
+Signals: SIGTERM/SIGINT stop accepting, let in-flight requests finish for up to
+``shutdown_timeout`` seconds, then exit 0. SIGHUP reloads the configuration and secrets; a bad
+new configuration is refused with a log line and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+from proxy.access_log import AccessLog, configure_logging
+from proxy.admin import start_admin
+from proxy.cli import codec_from_config
+from proxy.config import Config, ConfigError, load_config
+from proxy.metrics import RequestMetrics
+from proxy.proxy_handler import ProxyHandler, ProxyState, json_response
+from proxy.request_record import RequestRecord
+
+log = logging.getLogger("session_sidecar.server")
+
+WORKER_ENV = "SESSION_SIDECAR_WORKER"
+ALLOW_PY_PARSER_ENV = "SESSION_SIDECAR_ALLOW_PY_PARSER"
+
+
+def serve(config: Config, config_file: str) -> int:
+    """Run the proxy until a stop signal; return the exit code."""
+    configure_logging(config.log_format)
+    if not _c_parser_available() and os.environ.get(ALLOW_PY_PARSER_ENV) != "1":
+        log.error(
+            "aiohttp's C HTTP parser is not available (pure-Python install or "
+            "AIOHTTP_NO_EXTENSIONS set); refusing to start. Set %s=1 to run slowly anyway.",
+            ALLOW_PY_PARSER_ENV,
+        )
+        return 1
+    _install_uvloop()
+    workers = config.workers or os.cpu_count() or 1
+    if os.environ.get(WORKER_ENV) == "1" or workers == 1:
+        admin = os.environ.get(WORKER_ENV) != "1"
+        return asyncio.run(_run_worker(config, config_file, with_admin=admin))
+    return asyncio.run(_run_supervisor(config, config_file, workers))
+
+
+def _c_parser_available() -> bool:
+    from aiohttp import http_parser
+
+    return http_parser.HttpRequestParser.__module__ != "aiohttp.http_parser"
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        log.info("uvloop not installed; using the default asyncio event loop")
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+# --- the worker -----------------------------------------------------------------------------
+
+
+class _SidecarRequestHandler(RequestHandler):
+    """aiohttp's connection handler, with safe answers to requests it cannot parse.
+
+    aiohttp answers an oversized header with 400 and logs the offending line, which may hold
+    a cookie value. Here it is 431 (RFC 6585 section 5) and the log names only the problem.
+    """
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if isinstance(exc, LineTooLong):
+            status, error = 431, "request_header_too_large"
+        elif status == 400:
+            error = "bad_request"
+        else:
+            error = "internal_error"
+        if status >= 500:
+            log.error("error handling request: %s", type(exc).__name__ if exc else error)
+        else:
+            log.info("refused an unparsable request: %s", type(exc).__name__ if exc else error)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        self.force_close()
+        return json_response(status, {"error": error}, "-")
+
+
+class _SidecarServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _SidecarRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+def _listen_socket(config: Config) -> socket.socket:
+    host, port = config.listen.host, config.listen.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Every worker binds the same port; the kernel balances new connections between them.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _client_session(config: Config) -> aiohttp.ClientSession:
+    limit = config.limits.max_header_bytes
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=60),
+        # Never store upstream cookies: a shared jar would hand one user's cookies to another.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+        max_line_size=limit,
+        max_field_size=limit,
+    )
+
+
+class Worker:
+    """One serving process: the listening socket, the handler and the reload logic."""
+
+    def __init__(self, config: Config, config_file: str) -> None:
+        self.config = config
+        self.config_file = config_file
+        self.client = _client_session(config)
+        self.access_log = AccessLog(config.log_format)
+        self.metrics = RequestMetrics()
+        self.handler = ProxyHandler(
+            ProxyState.build(config, codec_from_config(config)), self.client, self._observe
+        )
+        limit = config.limits.max_header_bytes
+        self.server = _SidecarServer(
+            self.handler,
+            handler_cancellation=True,
+            access_log=None,
+            max_line_size=max(config.limits.max_line_bytes, 8190),
+            max_field_size=limit,
+            auto_decompress=False,
+        )
+
+    def _observe(self, record: RequestRecord) -> None:
+        self.access_log(record)
+        self.metrics(record)
+
+    def reload(self) -> None:
+        try:
+            config = load_config(self.config_file)
+        except ConfigError as exc:
+            log.error(
+                "reload refused, keeping the running configuration: %s",
+                "; ".join(exc.errors),
+            )
+            return
+        if config.listen != self.config.listen or config.limits != self.config.limits:
+            log.warning("listen and limits changes take effect only after a restart")
+        self.handler.state = ProxyState.build(config, codec_from_config(config))
+        self.access_log = AccessLog(config.log_format)
+        self.config = config
+        log.info("configuration reloaded from %s", self.config_file)
+
+    async def shutdown(self) -> None:
+        await self.server.shutdown(self.config.shutdown_timeout)
+        await self.client.close()
+
+
+async def _run_worker(config: Config, config_file: str, with_admin: bool) -> int:
+    loop = asyncio.get_running_loop()
+    worker = Worker(config, config_file)
+    try:
+        sock = _listen_socket(config)
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", config.listen, exc.strerror or exc)
+        await worker.client.close()
+        return 1
+    listener = await loop.create_server(worker.server, sock=sock, backlog=2048)
+    admin = await start_admin(lambda: worker.config) if with_admin else None
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, worker.reload)
+    log.info("listening on %s (pid %d)", config.listen, os.getpid())
+    await stop.wait()
+    log.info("stopping: finishing in-flight requests (up to %gs)", config.shutdown_timeout)
+    listener.close()
+    await worker.shutdown()
+    with contextlib.suppress(Exception):
+        await listener.wait_closed()
+    if admin is not None:
+        await admin.cleanup()
+    log.info("stopped")
+    return 0
+
+
+# --- the supervisor -------------------------------------------------------------------------
+
+
+async def _run_supervisor(config: Config, config_file: str, workers: int) -> int:
+    loop = asyncio.get_running_loop()
+    env = dict(os.environ)
+    env[WORKER_ENV] = "1"
+    metrics_dir = env.get("PROMETHEUS_MULTIPROC_DIR")
+    owned_dir = None
+    if not metrics_dir:
+        owned_dir = tempfile.TemporaryDirectory(prefix="session-sidecar-metrics-")
+        metrics_dir = env["PROMETHEUS_MULTIPROC_DIR"] = owned_dir.name
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    command = [sys.executable, "-m", "proxy", "serve", "-c", config_file]
+    children: list[subprocess.Popen[Any]] = [
+        subprocess.Popen(command, env=env) for _ in range(workers)
+    ]
+    state = {"config": config}
+    admin = await start_admin(lambda: state["config"])
+    stopping = asyncio.Event()
+
+    def forward(sig: signal.Signals) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(sig)
+
+    def reload() -> None:
+        try:
+            state["config"] = load_config(config_file)
+        except ConfigError as exc:
+            log.error(
+                "reload refused, keeping the running configuration: %s", "; ".join(exc.errors)
+            )
+            return
+        forward(signal.SIGHUP)
+
+    def stop() -> None:
+        stopping.set()
+        forward(signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    log.info("supervising %d workers on %s (pid %d)", workers, config.listen, os.getpid())
+    while not stopping.is_set():
+        for i, child in enumerate(children):
+            code = child.poll()
+            if code is not None and not stopping.is_set():
+                log.error("worker %d exited with %s; restarting it", child.pid, code)
+                children[i] = subprocess.Popen(command, env=env)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), 0.5)
+    deadline = loop.time() + state["config"].shutdown_timeout + 5
+    while any(c.poll() is None for c in children) and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+    if admin is not None:
+        await admin.cleanup()
+    if owned_dir is not None:
+        owned_dir.cleanup()
+    codes = [c.wait() for c in children]
+    return 0 if all(code == 0 for code in codes) else 1

@@ -1,0 +1,149 @@
+"""The session's round trip through one request: cookies in, headers out, and back.
+
+:meth:`SessionExchange.inbound` reads the chunk cookies a request carried; :meth:`outbound`
+turns the backend's set-header into ``Set-Cookie`` values, or into an error that leaves every
+session cookie untouched. The proxy handler calls these two and knows nothing of HMAC.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from proxy.config import Config
+from proxy.session_codec import (
+    EncodedSession,
+    InvalidSessionJSON,
+    SessionCodec,
+    SessionState,
+    SessionTooLarge,
+    normalize_session_json,
+)
+from proxy.session_cookies import CookieSplit, SetCookieWriter, split_cookie_header
+
+
+class Change(enum.Enum):
+    """What the response did to the session, for logs and metrics."""
+
+    NONE = "none"
+    SET = "set"
+    CLEARED = "cleared"
+    RESIGNED = "resigned"  # verified only with an older secret, re-signed with the newest
+    REFRESHED = "refreshed"  # older than refresh_after, re-issued with a new timestamp
+    OVERFLOW = "overflow"
+    INVALID_HEADER = "invalid_header"
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    cookies: CookieSplit
+    state: SessionState
+    payload: str
+    issued_at: int | None
+    stale_key: bool
+    chunk_count: int
+    reason: str
+
+    @property
+    def carried_indexes(self) -> set[int]:
+        """Every chunk index the request carried, conflicting duplicates included."""
+        return set(self.cookies.chunks) | self.cookies.conflicts
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    change: Change
+    set_cookies: tuple[str, ...] = ()
+    #: For an error: the status and JSON body to send instead of the backend's response.
+    error_status: int = 0
+    error_body: dict[str, object] | None = None
+    #: Why the backend's header was refused, for the log (never its content).
+    detail: str = ""
+    #: Bytes of cookie data written, and in how many chunks (SET / RESIGNED / REFRESHED).
+    size: int = 0
+    chunks: int = 0
+
+
+_UNCHANGED = Outbound(Change.NONE)
+
+
+class SessionExchange:
+    def __init__(self, config: Config, codec: SessionCodec) -> None:
+        self.codec = codec
+        self.writer = SetCookieWriter(config.cookie)
+        self.cookie_name = config.cookie.name
+        self.max_json_bytes = config.session.max_json_bytes
+        self.refresh_after = config.session.refresh_after
+
+    def inbound(self, cookie_header: str | None) -> Inbound:
+        split = split_cookie_header(cookie_header, self.cookie_name)
+        result = self.codec.decode(split.chunks)
+        return Inbound(
+            split,
+            result.state,
+            result.payload,
+            result.issued_at,
+            result.stale_key,
+            result.chunk_count,
+            result.reason,
+        )
+
+    def outbound(self, inbound: Inbound, set_values: list[str], now: float) -> Outbound:
+        if not set_values:
+            return self._maintain(inbound, now)
+        if len(set_values) > 1:
+            return _refused_header("the set-header was sent more than once")
+        try:
+            payload = normalize_session_json(set_values[0], self.max_json_bytes)
+        except InvalidSessionJSON as exc:
+            return _refused_header(str(exc))
+        except SessionTooLarge as exc:
+            return _overflow(exc)
+        if payload is None:
+            expired = [self.writer.expired(i) for i in sorted(inbound.carried_indexes)]
+            return Outbound(Change.CLEARED, tuple(expired))
+        try:
+            encoded = self.codec.encode(payload)
+        except SessionTooLarge as exc:
+            return _overflow(exc)
+        return self._replace(inbound, encoded, Change.SET)
+
+    def _maintain(self, inbound: Inbound, now: float) -> Outbound:
+        if inbound.state is not SessionState.VALID or inbound.issued_at is None:
+            return _UNCHANGED
+        if self.refresh_after is not None and now - inbound.issued_at > self.refresh_after:
+            change, issued_at = Change.REFRESHED, None
+        elif inbound.stale_key:
+            # Keep the session's age: rotation must not extend its lifetime.
+            change, issued_at = Change.RESIGNED, inbound.issued_at
+        else:
+            return _UNCHANGED
+        try:
+            encoded = self.codec.encode(inbound.payload, issued_at=issued_at)
+        except SessionTooLarge:
+            return _UNCHANGED  # it fitted before; a smaller max_chunks now: leave it alone
+        return self._replace(inbound, encoded, change)
+
+    def _replace(self, inbound: Inbound, encoded: EncodedSession, change: Change) -> Outbound:
+        count = len(encoded.cookies)
+        cookies = [self.writer.live(c) for c in encoded.cookies]
+        cookies += [self.writer.expired(i) for i in sorted(inbound.carried_indexes) if i >= count]
+        return Outbound(change, tuple(cookies), size=encoded.size, chunks=count)
+
+
+def _refused_header(detail: str) -> Outbound:
+    return Outbound(
+        Change.INVALID_HEADER,
+        error_status=502,
+        error_body={"error": "invalid_session_header"},
+        detail=detail,
+    )
+
+
+def _overflow(exc: SessionTooLarge) -> Outbound:
+    return Outbound(
+        Change.OVERFLOW,
+        error_status=502,
+        error_body={"error": "session_too_large", "bytes": exc.size, "limit": exc.limit},
+        detail=str(exc),
+    )
