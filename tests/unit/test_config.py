@@ -1,0 +1,440 @@
+"""Configuration: YAML in, frozen typed objects out, one message per problem naming key and fix."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.config import (
+    Config,
+    ConfigError,
+    ListenAddress,
+    config_path,
+    iter_summary,
+    load_config,
+    parse_config,
+)
+
+SECRET = "config-test-secret-0123456789-abcdefghijkl"
+ENV = {"SESSION_SECRET": SECRET}
+REPO = Path(__file__).resolve().parents[2]
+MINIMAL = """\
+secrets:
+  - ${SESSION_SECRET}
+upstreams:
+  - url: http://127.0.0.1:8001
+"""
+
+
+def parse(text: str, env: dict[str, str] | None = None, base_dir: Path | None = None) -> Config:
+    return parse_config(text, env=ENV if env is None else env, base_dir=base_dir)
+
+
+def errors_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse(text, env)
+    return caught.value.errors
+
+
+def with_upstreams(*items: str) -> str:
+    return "secrets:\n  - ${SESSION_SECRET}\nupstreams:\n" + "".join(f"  - {i}\n" for i in items)
+
+
+# --- a good configuration -----------------------------------------------------------------
+
+
+def test_minimal_config_takes_the_defaults() -> None:
+    config = parse(MINIMAL)
+    assert config.listen == ListenAddress("0.0.0.0", 8080)
+    assert config.admin_listen is None
+    assert config.secrets[0].value == SECRET.encode()
+    assert config.cookie.name == "session"
+    assert config.cookie.max_age == 14 * 86400
+    assert config.session.encrypt is False
+    assert config.upstreams[0].name == "127.0.0.1"
+
+
+def test_default_config_file_parses_with_session_secret_set() -> None:
+    config = load_config(REPO / "config" / "proxy.yaml", env=ENV)
+    assert config.secrets[0].value == SECRET.encode()
+    assert config.upstreams[0].name == "app"
+
+
+def test_upstream_url_is_split_into_its_parts() -> None:
+    upstream = parse(with_upstreams("{url: 'https://api.example.com/v1/', path_prefix: /api/}"))
+    (up,) = upstream.upstreams
+    assert (up.scheme, up.host, up.port, up.base_path) == ("https", "api.example.com", 443, "/v1")
+    assert up.path_prefix == "/api"
+
+
+def test_summary_shows_shapes_and_never_the_secret() -> None:
+    summary = "\n".join(iter_summary(parse(MINIMAL)))
+    assert "secrets       1 " in summary
+    assert SECRET not in summary
+
+
+def test_config_repr_never_shows_the_secret() -> None:
+    assert SECRET not in repr(parse(MINIMAL))
+
+
+# --- unknown keys and wrong types ---------------------------------------------------------
+
+
+def test_unknown_top_level_key_is_reported_with_the_known_keys() -> None:
+    assert errors_of(MINIMAL + "colour: red\n") == [
+        "colour: unknown key; known keys: admin_listen, cookie, limits, listen, log_format, "
+        "secrets, session, shutdown_timeout, trusted_proxies, upstreams, workers"
+    ]
+
+
+def test_unknown_nested_key_is_reported_with_its_path() -> None:
+    assert errors_of(MINIMAL + "cookie:\n  nmae: sid\n") == [
+        "cookie.nmae: unknown key; known keys: chunk_size, domain, http_only, max_age, "
+        "max_chunks, name, path, same_site, secure"
+    ]
+
+
+def test_unknown_upstream_key_is_reported_with_its_index() -> None:
+    errors = errors_of(with_upstreams("{url: 'http://a'}", "{url: 'http://b', prefix: /b}"))
+    assert len(errors) == 1
+    assert errors[0].startswith("upstreams[1].prefix: unknown key; known keys: ")
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ("workers: two\n", "workers: expected an integer, got 'two'"),
+        ("cookie:\n  secure: 'yes'\n", "cookie.secure: expected true or false, got 'yes'"),
+        ("cookie:\n  max_chunks: '3'\n", "cookie.max_chunks: expected an integer, got '3'"),
+        ("cookie:\n  path: 7\n", "cookie.path: expected a non-empty string, got 7"),
+        ("shutdown_timeout: soon\n", "shutdown_timeout: expected a number of seconds, got 'soon'"),
+        ("log_format: xml\n", "log_format: expected one of json | text, got 'xml'"),
+    ],
+)
+def test_wrong_type_is_reported_with_the_expected_type(snippet: str, message: str) -> None:
+    assert errors_of(MINIMAL + snippet) == [message]
+
+
+def test_section_that_is_not_a_mapping_is_reported() -> None:
+    assert errors_of(MINIMAL + "cookie: [1, 2]\n") == ["cookie: expected a mapping, got a list"]
+
+
+def test_whole_file_that_is_not_a_mapping_is_reported() -> None:
+    assert "config: expected a mapping, got a list" in errors_of("- 1\n- 2\n")
+
+
+def test_number_out_of_range_is_reported_with_the_range() -> None:
+    assert errors_of(MINIMAL + "cookie:\n  max_chunks: 65\n") == [
+        "cookie.max_chunks: must be between 1 and 64, got 65"
+    ]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    errors = errors_of("workers: -1\ncookie:\n  secure: 1\n")
+    assert [e.split(":")[0] for e in errors] == ["workers", "secrets", "cookie.secure", "upstreams"]
+
+
+# --- upstreams ----------------------------------------------------------------------------
+
+
+def test_upstream_url_must_be_http_or_https() -> None:
+    errors = errors_of(with_upstreams("{url: 'http://a'}", "{url: 'ftp://x'}"))
+    assert errors == ["upstreams[1].url: expected http:// or https:// URL, got 'ftp://x'"]
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://", "127.0.0.1:8001", "http://a:99999"])
+def test_malformed_upstream_url_is_a_config_error(url: str) -> None:
+    errors = errors_of(with_upstreams(f"{{url: '{url}'}}"))
+    assert len(errors) == 1
+    assert errors[0].startswith("upstreams[0].url: ")
+
+
+def test_upstream_url_with_credentials_is_rejected() -> None:
+    assert errors_of(with_upstreams("{url: 'http://user:pw@a'}")) == [
+        "upstreams[0].url: expected a URL without query, fragment or credentials, "
+        "got 'http://user:pw@a'"
+    ]
+
+
+def test_missing_upstreams_are_reported() -> None:
+    assert errors_of("secrets:\n  - ${SESSION_SECRET}\n") == [
+        "upstreams: at least one upstream is required, e.g. [{url: http://127.0.0.1:8000}]"
+    ]
+
+
+def test_duplicate_upstream_names_are_reported() -> None:
+    errors = errors_of(
+        with_upstreams("{url: 'http://a', name: app}", "{url: 'http://b', name: app, host: b}")
+    )
+    assert errors == ["upstreams[1].name: 'app' is already used; names must be unique"]
+
+
+def test_duplicate_upstream_name_is_reported_at_its_own_index() -> None:
+    errors = errors_of(
+        with_upstreams(
+            "{url: 'ftp://x'}",
+            "{url: 'http://a', name: app}",
+            "{url: 'http://b', name: app, host: b}",
+        )
+    )
+    assert "upstreams[2].name: 'app' is already used; names must be unique" in errors
+
+
+def test_upstream_that_can_never_be_chosen_is_reported() -> None:
+    errors = errors_of(with_upstreams("{url: 'http://a'}", "{url: 'http://b', path_prefix: /}"))
+    assert errors == [
+        "upstreams[1]: same host and path_prefix as upstreams[0]; it could never be chosen"
+    ]
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+
+def test_missing_secrets_are_reported() -> None:
+    assert errors_of("upstreams:\n  - url: http://a\n") == [
+        "secrets: at least one secret is required (newest first); "
+        "generate one with: session-sidecar keygen"
+    ]
+
+
+def test_short_secret_is_rejected_without_showing_it() -> None:
+    short = "short-secret-31-bytes-long-1234"
+    errors = errors_of(MINIMAL, env={"SESSION_SECRET": short})
+    assert errors == [
+        "secrets[0]: secret from the configuration is 31 bytes, need at least 32; "
+        "generate one with: session-sidecar keygen"
+    ]
+    assert short not in errors[0]
+
+
+def test_secret_of_exactly_32_bytes_is_accepted() -> None:
+    assert len(parse(MINIMAL, env={"SESSION_SECRET": "x" * 32}).secrets) == 1
+
+
+def test_same_secret_listed_twice_is_reported() -> None:
+    text = "secrets:\n  - ${SESSION_SECRET}\n  - ${SESSION_SECRET}\nupstreams:\n  - url: http://a\n"
+    assert errors_of(text) == [
+        "secrets: the same secret is listed twice; list each one once, newest first"
+    ]
+
+
+def test_unset_environment_variable_is_named() -> None:
+    errors = errors_of(MINIMAL, env={})
+    assert errors[0] == (
+        "secrets[0]: environment variable SESSION_SECRET is not set "
+        "(set it or remove ${SESSION_SECRET})"
+    )
+
+
+def test_double_dollar_is_a_literal_dollar() -> None:
+    text = "secrets:\n  - $${NOT_A_VAR}-0123456789-0123456789-abc\nupstreams:\n  - url: http://a\n"
+    assert parse(text, env={}).secrets[0].value == b"${NOT_A_VAR}-0123456789-0123456789-abc"
+
+
+def test_environment_value_cannot_change_the_yaml_structure() -> None:
+    tricky = SECRET + "\nworkers: 9 # ]"
+    config = parse(MINIMAL, env={"SESSION_SECRET": tricky})
+    assert config.secrets[0].value == tricky.encode()
+    assert config.workers == 1
+
+
+def test_file_secret_has_its_trailing_newline_stripped(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text(SECRET + "\n")
+    text = f"secrets:\n  - file: {tmp_path / 'secret'}\nupstreams:\n  - url: http://a\n"
+    assert parse(text).secrets[0].value == SECRET.encode()
+
+
+def test_relative_secret_file_is_read_beside_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text(SECRET)
+    (tmp_path / "proxy.yaml").write_text(
+        "secrets:\n  - file: secret\nupstreams:\n  - url: http://a\n"
+    )
+    assert load_config(tmp_path / "proxy.yaml", env={}).secrets[0].value == SECRET.encode()
+
+
+def test_unreadable_secret_file_is_reported(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    text = f"secrets:\n  - file: {missing}\nupstreams:\n  - url: http://a\n"
+    assert errors_of(text) == [f"secrets[0].file: cannot read {missing}: No such file or directory"]
+
+
+def test_env_secret_reads_the_named_variable() -> None:
+    text = "secrets:\n  - env: MY_SECRET\nupstreams:\n  - url: http://a\n"
+    assert parse(text, env={"MY_SECRET": SECRET}).secrets[0].value == SECRET.encode()
+
+
+def test_env_secret_with_unset_variable_is_reported() -> None:
+    text = "secrets:\n  - env: MY_SECRET\nupstreams:\n  - url: http://a\n"
+    assert errors_of(text, env={}) == ["secrets[0].env: environment variable MY_SECRET is not set"]
+
+
+SECRET_LEAK_CASES = [
+    "secrets:\n  - ${SESSION_SECRET}\nupstreams:\n  - url: ftp://x\ncolour: red\nworkers: x\n",
+    "secrets:\n  - ${SESSION_SECRET}\n  - ${SESSION_SECRET}\nupstreams:\n  - url: http://a\n",
+    "secrets: ${SESSION_SECRET}\nupstreams:\n  - url: http://a\n",
+    "secrets:\n  k: ${SESSION_SECRET}\nupstreams:\n  - url: http://a\n",
+    "secrets:\n  - {value: '${SESSION_SECRET}'}\nupstreams:\n  - url: http://a\n",
+    "secrets:\n  - {file: x, env: '${SESSION_SECRET}'}\nupstreams:\n  - url: http://a\n",
+    "secrets:\n  - env: SESSION_SECRET\n  - env: SESSION_SECRET\nupstreams: 1\n",
+    "secrets:\n  - ${SESSION_SECRET}\ncookie:\n  secret: ${SESSION_SECRET}\n",
+]
+
+
+@pytest.mark.parametrize("text", SECRET_LEAK_CASES)
+@settings(max_examples=20, deadline=None)
+@given(secret=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=16, max_size=64))
+def test_secret_never_appears_in_any_error(text: str, secret: str) -> None:
+    # Stronger than "not a substring": the messages are the same for any secret of that length.
+    with pytest.raises(ConfigError) as caught:
+        parse(text, env={"SESSION_SECRET": secret})
+    with pytest.raises(ConfigError) as placeholder:
+        parse(text, env={"SESSION_SECRET": "#" * len(secret)})
+    assert str(caught.value) == str(placeholder.value)
+
+
+def test_short_inline_secret_never_appears_in_the_error() -> None:
+    inline = "inline-but-too-short-0123"
+    assert inline not in "\n".join(
+        errors_of(with_upstreams("{url: 'http://a'}").replace("${SESSION_SECRET}", inline))
+    )
+
+
+# --- cookie and session -------------------------------------------------------------------
+
+
+def test_same_site_none_requires_secure() -> None:
+    assert errors_of(MINIMAL + "cookie:\n  same_site: none\n  secure: false\n") == [
+        "cookie.same_site: 'none' requires secure: true (browsers drop such cookies otherwise)"
+    ]
+
+
+def test_chunk_size_over_the_browser_limit_is_rejected() -> None:
+    assert errors_of(MINIMAL + "cookie:\n  chunk_size: 4094\n") == [
+        "cookie.chunk_size: 4094 is more than browsers accept for name=value; use at most 4093"
+    ]
+
+
+def test_chunk_size_at_the_browser_limit_is_accepted() -> None:
+    assert parse(MINIMAL + "cookie:\n  chunk_size: 4093\n").cookie.chunk_size == 4093
+
+
+def test_cookie_name_with_a_dot_is_rejected() -> None:
+    assert errors_of(MINIMAL + "cookie:\n  name: a.b\n") == [
+        "cookie.name: 'a.b' is not a valid cookie name (letters, digits, -_ and no '.')"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("14d", 1_209_600), ("12h", 43_200), ("30m", 1_800), ("45s", 45), ("600", 600), (90, 90)],
+)
+def test_durations_accept_days_hours_minutes_and_seconds(value: str | int, seconds: int) -> None:
+    assert parse(MINIMAL + f"cookie:\n  max_age: {value}\n").cookie.max_age == seconds
+
+
+@pytest.mark.parametrize("value", ["2w", "1.5h", "-5", "0", "h"])
+def test_malformed_duration_is_reported(value: str) -> None:
+    (error,) = errors_of(MINIMAL + f"session:\n  refresh_after: '{value}'\n")
+    assert error == (
+        "session.refresh_after: expected seconds or a duration like '14d', '12h', '30m', '45s', "
+        f"got '{value}'"
+    )
+
+
+def test_session_header_names_must_differ() -> None:
+    assert errors_of(MINIMAL + "session:\n  header: X-A\n  set_header: x_a\n") == [
+        "session: header, set_header and status_header must be three different names"
+    ]
+
+
+def test_header_limit_must_carry_a_full_session() -> None:
+    assert errors_of(MINIMAL + "limits:\n  max_header_bytes: 10000\n") == [
+        "limits.max_header_bytes: 10000 cannot carry a full session of 12 chunks of 4000 bytes; "
+        "raise it to at least 49024"
+    ]
+
+
+def test_trusted_proxy_that_is_not_a_cidr_is_reported() -> None:
+    assert errors_of(MINIMAL + "trusted_proxies: [10.0.0.0/33]\n") == [
+        "trusted_proxies[0]: expected a CIDR like 10.0.0.0/8, got '10.0.0.0/33'"
+    ]
+
+
+def test_trusted_proxies_are_networks() -> None:
+    config = parse(MINIMAL + "trusted_proxies: [10.0.0.0/8, '::1']\n")
+    assert config.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+
+
+# --- listen addresses ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("127.0.0.1:8080", "127.0.0.1", 8080),
+        ("'[::]:8080'", "::", 8080),
+        ("'[::1]:9000'", "::1", 9000),
+        ("':8080'", "0.0.0.0", 8080),
+        ("localhost:80", "localhost", 80),
+    ],
+)
+def test_listen_address_is_parsed(text: str, host: str, port: int) -> None:
+    assert parse(MINIMAL + f"listen: {text}\n").listen == ListenAddress(host, port)
+
+
+def test_ipv6_listen_address_is_shown_in_brackets() -> None:
+    assert str(ListenAddress("::1", 9000)) == "[::1]:9000"
+    assert str(ListenAddress("127.0.0.1", 9000)) == "127.0.0.1:9000"
+
+
+@pytest.mark.parametrize("text", ["localhost", "8080", "'::1:80'", "'[::1]'"])
+def test_listen_address_without_host_and_port_is_reported(text: str) -> None:
+    (error,) = errors_of(MINIMAL + f"listen: {text}\n")
+    assert error.startswith("listen: expected host:port (e.g. 0.0.0.0:8080 or [::]:8080), got ")
+
+
+@pytest.mark.parametrize("port", [0, 65536])
+def test_listen_port_out_of_range_is_reported(port: int) -> None:
+    assert errors_of(MINIMAL + f"listen: 127.0.0.1:{port}\n") == [
+        f"listen: port must be 1-65535, got {port}"
+    ]
+
+
+def test_admin_listen_must_not_share_the_proxied_port() -> None:
+    assert errors_of(MINIMAL + "listen: 0.0.0.0:8080\nadmin_listen: 127.0.0.1:8080\n") == [
+        "admin_listen: must not share the proxied port with listen"
+    ]
+
+
+# --- files and YAML -----------------------------------------------------------------------
+
+
+def test_yaml_syntax_error_names_the_line_without_a_chained_traceback() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("secrets:\n  - a\nupstreams: [x\nworkers: 1\n", source="proxy.yaml")
+    (error,) = caught.value.errors
+    assert error.startswith("proxy.yaml: not valid YAML at line 4, column ")
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
+
+
+def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "absent.yaml")
+    assert caught.value.errors == [
+        f"{tmp_path / 'absent.yaml'}: cannot read the configuration: No such file or directory"
+    ]
+
+
+def test_config_path_prefers_flag_then_environment_then_default() -> None:
+    env = {"SESSION_SIDECAR_CONFIG": "/etc/env.yaml"}
+    assert config_path("/flag.yaml", env) == "/flag.yaml"
+    assert config_path(None, env) == "/etc/env.yaml"
+    assert config_path(None, {}) == "config/proxy.yaml"
