@@ -13,18 +13,19 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_parser import RawResponseMessage
 from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.config import Config, Upstream
 from proxy.http_headers import ForwardingInfo, HeaderPolicy
+from proxy.http_upstream import UpstreamConnectError, UpstreamPool, UpstreamResponse, encode_head
 from proxy.proxy_websocket import is_websocket_upgrade, proxy_websocket
 from proxy.request_record import Observer, RequestRecord, ignore
 from proxy.routing import Router, normalize_path
@@ -33,8 +34,8 @@ from proxy.session_exchange import Inbound, Outbound, SessionExchange
 
 log = logging.getLogger("session_sidecar.proxy")
 
-#: Bodies are copied in pieces of at most this size; memory stays bounded by a few of them.
-STREAM_CHUNK = 256 * 1024
+#: Responses up to this size (by Content-Length) are read whole and sent in one write.
+SMALL_BODY = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +76,15 @@ class ProxyHandler:
     """The request handler for aiohttp's low-level server."""
 
     def __init__(
-        self, state: ProxyState, client: aiohttp.ClientSession, observer: Observer = ignore
+        self,
+        state: ProxyState,
+        pool: UpstreamPool,
+        client: aiohttp.ClientSession,
+        observer: Observer = ignore,
     ) -> None:
         self.state = state
+        self.pool = pool
+        #: aiohttp's client, for WebSocket upstreams only.
         self.client = client
         self.observer = observer
 
@@ -140,14 +147,14 @@ class ProxyHandler:
         headers[state.headers.session_header] = inbound.payload
         headers[state.headers.status_header] = inbound.state.value
         headers["X-Request-Id"] = rid
-        target = state.upstream_urls[upstream.name].join(URL(route.target, encoded=True))
 
         if is_websocket_upgrade(request):
             record.websocket = True
+            target = state.upstream_urls[upstream.name].join(URL(route.target, encoded=True))
             return await proxy_websocket(request, self.client, target, headers, upstream.timeout)
 
         try:
-            upstream_response = await self._send(request, target, headers, upstream, record)
+            upstream_response = await self._send(request, route.target, headers, upstream, record)
         except UpstreamFailure as failure:
             record.upstream_error = failure.kind
             log.warning("upstream %s: %s (request %s)", upstream.name, failure.error, rid)
@@ -155,85 +162,62 @@ class ProxyHandler:
         try:
             return await self._respond(request, state, inbound, upstream_response, record)
         finally:
-            upstream_response.release()
+            self.pool.release(upstream_response)
 
     async def _send(
         self,
         request: web.BaseRequest,
-        target: URL,
+        target: str,
         headers: CIMultiDict[str],
         upstream: Upstream,
         record: RequestRecord,
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         """Send the request; return once the upstream's response headers are in."""
+        body = None
+        chunked = False
+        uploaded = None
+        if request.body_exists:
+            uploaded = asyncio.Event()
+            body = _stream_body(request, record)
+            if "Content-Length" not in headers:
+                # The client's own framing was hop-by-hop; re-frame for this connection.
+                headers["Transfer-Encoding"] = "chunked"
+                chunked = True
+        head = encode_head(request.method, target, headers.items())
         try:
-            if not request.body_exists:
-                async with asyncio.timeout(upstream.timeout):
-                    return await self._request(request.method, target, headers, None)
-            return await self._send_with_body(request, target, headers, upstream, record)
+            return await self.pool.request(
+                upstream.host,
+                upstream.port,
+                head,
+                body,
+                chunked,
+                skip_payload=request.method == "HEAD",
+                uploaded=uploaded,
+                timeout=upstream.timeout,
+            )
         except TimeoutError:
             raise UpstreamFailure("timeout", 504, "upstream_timeout") from None
-        except aiohttp.ClientResponseError as exc:
-            if _is_header_too_large(exc):
-                raise UpstreamFailure(
-                    "header_too_large", 431, "upstream_header_too_large"
-                ) from None
-            raise UpstreamFailure("bad_response", 502, "upstream_bad_response") from None
-        except (aiohttp.ClientConnectorError, ConnectionRefusedError):
+        except UpstreamConnectError:
             raise UpstreamFailure("refused", 502, "upstream_unreachable") from None
+        except LineTooLong:
+            raise UpstreamFailure("header_too_large", 431, "upstream_header_too_large") from None
+        except HttpProcessingError:
+            raise UpstreamFailure("bad_response", 502, "upstream_bad_response") from None
         except (aiohttp.ClientError, OSError):
             raise UpstreamFailure("reset", 502, "upstream_connection_failed") from None
-
-    async def _send_with_body(
-        self,
-        request: web.BaseRequest,
-        target: URL,
-        headers: CIMultiDict[str],
-        upstream: Upstream,
-        record: RequestRecord,
-    ) -> aiohttp.ClientResponse:
-        uploaded = asyncio.Event()
-        body = _stream_body(request, uploaded, record)
-        sending = asyncio.ensure_future(self._request(request.method, target, headers, body))
-        try:
-            # The timeout counts from the end of the upload: a slow, large upload is not the
-            # upstream's fault.
-            upload_wait = asyncio.ensure_future(uploaded.wait())
-            await asyncio.wait((sending, upload_wait), return_when=asyncio.FIRST_COMPLETED)
-            upload_wait.cancel()
-            return await asyncio.wait_for(sending, upstream.timeout)
-        finally:
-            if not sending.done():
-                sending.cancel()
-
-    def _request(
-        self,
-        method: str,
-        target: URL,
-        headers: CIMultiDict[str],
-        body: AsyncIterator[bytes] | None,
-    ) -> Coroutine[Any, Any, aiohttp.ClientResponse]:
-        return self.client.request(
-            method,
-            target,
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-            compress=None,
-            auto_decompress=False,
-        )
 
     async def _respond(
         self,
         request: web.BaseRequest,
         state: ProxyState,
         inbound: Inbound,
-        upstream_response: aiohttp.ClientResponse,
+        upstream_response: UpstreamResponse,
         record: RequestRecord,
     ) -> web.StreamResponse:
         rid = record.request_id
+        message = upstream_response.message
         headers, set_values = state.headers.client_response_headers(
-            upstream_response.headers.items(), upstream_response.headers.get("Connection")
+            message.headers.items(), message.headers.get("Connection")
         )
         outbound = state.exchange.outbound(inbound, set_values, time.time())
         _record_outbound(record, outbound)
@@ -249,12 +233,20 @@ class ProxyHandler:
             headers.add("Set-Cookie", cookie)
         if "X-Request-Id" not in headers:
             headers["X-Request-Id"] = rid
-        response = web.StreamResponse(
-            status=upstream_response.status, reason=upstream_response.reason, headers=headers
-        )
-        await response.prepare(request)
-        content = upstream_response.content
+        content = upstream_response.payload
         try:
+            if _is_small(request.method, message):
+                # Bounded by SMALL_BODY: one read, and aiohttp sends head and body in one write.
+                body = await content.read()
+                record.bytes_out = len(body)
+                headers.popall("Content-Length", None)
+                return web.Response(
+                    status=message.code, reason=message.reason, headers=headers, body=body
+                )
+            response = web.StreamResponse(
+                status=message.code, reason=message.reason, headers=headers
+            )
+            await response.prepare(request)
             while True:
                 chunk = await content.readany()
                 if not chunk:
@@ -273,6 +265,15 @@ class ProxyHandler:
         return response
 
 
+def _is_small(method: str, message: RawResponseMessage) -> bool:
+    """A response whose whole body may be read before answering: a Content-Length of at most
+    SMALL_BODY, and a status and method that carry a body (RFC 9110 sections 6.4.1, 9.3.2)."""
+    if method == "HEAD" or message.code in (204, 304) or message.code < 200:
+        return False
+    length = message.headers.get("Content-Length")
+    return length is not None and length.isdigit() and int(length) <= SMALL_BODY
+
+
 class _AbortedResponse(web.HTTPException):
     """Raised after aborting the client connection; there is nothing left to send."""
 
@@ -286,9 +287,7 @@ def _record_outbound(record: RequestRecord, outbound: Outbound) -> None:
         record.session_chunks = outbound.chunks
 
 
-async def _stream_body(
-    request: web.BaseRequest, uploaded: asyncio.Event, record: RequestRecord
-) -> AsyncIterator[bytes]:
+async def _stream_body(request: web.BaseRequest, record: RequestRecord) -> AsyncIterator[bytes]:
     # RFC 9110 section 10.1.1: the client waits for 100 Continue before sending the body. It
     # is sent only now, once the upstream connection is up and the body is really wanted.
     if request.headers.get("Expect", "").lower() == "100-continue":
@@ -300,7 +299,6 @@ async def _stream_body(
             break
         record.bytes_in += len(chunk)
         yield chunk
-    uploaded.set()
 
 
 def _joined(values: list[str]) -> str | None:
@@ -308,11 +306,6 @@ def _joined(values: list[str]) -> str | None:
     if not values:
         return None
     return values[0] if len(values) == 1 else "; ".join(values)
-
-
-def _is_header_too_large(exc: aiohttp.ClientResponseError) -> bool:
-    cause = exc.__cause__ or exc.__context__
-    return isinstance(cause, LineTooLong) or "Got more than" in str(exc.message)
 
 
 def json_response(status: int, body: dict[str, object], request_id: str) -> web.Response:

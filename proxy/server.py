@@ -32,6 +32,7 @@ from proxy.access_log import AccessLog, configure_logging
 from proxy.admin import start_admin
 from proxy.cli import codec_from_config
 from proxy.config import Config, ConfigError, load_config
+from proxy.http_upstream import UpstreamPool
 from proxy.metrics import RequestMetrics
 from proxy.proxy_handler import ProxyHandler, ProxyState, json_response
 from proxy.request_record import RequestRecord
@@ -147,12 +148,16 @@ class Worker:
         self.config = config
         self.config_file = config_file
         self.client = _client_session(config)
+        limit = config.limits.max_header_bytes
         self.access_log = AccessLog(config.log_format)
         self.metrics = RequestMetrics()
+        self.pool = UpstreamPool(limit, limit)
         self.handler = ProxyHandler(
-            ProxyState.build(config, codec_from_config(config)), self.client, self._observe
+            ProxyState.build(config, codec_from_config(config)),
+            self.pool,
+            self.client,
+            self._observe,
         )
-        limit = config.limits.max_header_bytes
         self.server = _SidecarServer(
             self.handler,
             handler_cancellation=True,
@@ -184,6 +189,7 @@ class Worker:
 
     async def shutdown(self) -> None:
         await self.server.shutdown(self.config.shutdown_timeout)
+        self.pool.close()
         await self.client.close()
 
 
