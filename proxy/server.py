@@ -99,7 +99,10 @@ class _SidecarRequestHandler(RequestHandler):
             error = "bad_request"
         else:
             error = "internal_error"
-        if status >= 500:
+        if isinstance(exc, ConnectionError):
+            # The client went away while its response was being written: routine, not an error.
+            log.debug("client connection lost: %s", type(exc).__name__)
+        elif status >= 500:
             log.error("error handling request: %s", type(exc).__name__ if exc else error)
         else:
             log.info("refused an unparsable request: %s", type(exc).__name__ if exc else error)
