@@ -63,6 +63,26 @@ http {{
 """
 
 
+#: The ceiling for any proxy built on aiohttp's server: its low-level server answering "ok"
+#: with no upstream at all, on the same core and event loop.
+AIOHTTP_HELLO = """
+import asyncio, sys
+from aiohttp import web
+try:
+    import uvloop
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+except ImportError:
+    pass
+async def hello(request):
+    return web.Response(body=b"ok")
+async def main():
+    loop = asyncio.get_running_loop()
+    await loop.create_server(web.Server(hello, access_log=None), "127.0.0.1", int(sys.argv[1]))
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
 @dataclass
 class WrkResult:
     rps: float
@@ -177,6 +197,7 @@ def main() -> int:
             },
         )
         backend_port, nginx_port, proxy_port = free_port(), free_port(), free_port()
+        hello_port = free_port()
         log = (tmp / "processes.log").open("wb")
         processes.append(
             subprocess.Popen(
@@ -217,7 +238,14 @@ def main() -> int:
             stderr=log,
         )
         processes.append(proxy)
-        for port in (backend_port, nginx_port, proxy_port):
+        processes.append(
+            subprocess.Popen(
+                pinned(proxy_cpu, [sys.executable, "-c", AIOHTTP_HELLO, str(hello_port)]),
+                stdout=log,
+                stderr=log,
+            )
+        )
+        for port in (backend_port, nginx_port, proxy_port, hello_port):
             wait_port(port)
 
         cookie4, cookie40 = session_cookie(4), session_cookie(40)
@@ -226,6 +254,7 @@ def main() -> int:
             ("backend direct", backend_port, None),
             ("nginx proxy_pass", nginx_port, None),
             ("nginx, 4 KB cookie", nginx_port, cookie4),
+            ("aiohttp hello (ceiling)", hello_port, None),
             ("sidecar, no session", proxy_port, None),
             ("sidecar, 4 KB session", proxy_port, cookie4),
             ("sidecar, 40 KB session", proxy_port, cookie40),
