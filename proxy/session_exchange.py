@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from proxy.config import Config
 from proxy.session_codec import (
+    DecodeResult,
     EncodedSession,
     InvalidSessionJSON,
     SessionCodec,
@@ -34,15 +35,36 @@ class Change(enum.Enum):
     INVALID_HEADER = "invalid_header"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Inbound:
+    """The session a request carried: its cookies and what the codec made of them."""
+
     cookies: CookieSplit
-    state: SessionState
-    payload: str
-    issued_at: int | None
-    stale_key: bool
-    chunk_count: int
-    reason: str
+    result: DecodeResult
+
+    @property
+    def state(self) -> SessionState:
+        return self.result.state
+
+    @property
+    def payload(self) -> str:
+        return self.result.payload
+
+    @property
+    def issued_at(self) -> int | None:
+        return self.result.issued_at
+
+    @property
+    def stale_key(self) -> bool:
+        return self.result.stale_key
+
+    @property
+    def chunk_count(self) -> int:
+        return self.result.chunk_count
+
+    @property
+    def reason(self) -> str:
+        return self.result.reason
 
     @property
     def carried_indexes(self) -> set[int]:
@@ -77,16 +99,7 @@ class SessionExchange:
 
     def inbound(self, cookie_header: str | None) -> Inbound:
         split = split_cookie_header(cookie_header, self.cookie_name)
-        result = self.codec.decode(split.chunks)
-        return Inbound(
-            split,
-            result.state,
-            result.payload,
-            result.issued_at,
-            result.stale_key,
-            result.chunk_count,
-            result.reason,
-        )
+        return Inbound(split, self.codec.decode(split.chunks))
 
     def outbound(self, inbound: Inbound, set_values: list[str], now: float) -> Outbound:
         if not set_values:
