@@ -237,12 +237,13 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
         owned_dir = tempfile.TemporaryDirectory(prefix="session-sidecar-metrics-")
         metrics_dir = env["PROMETHEUS_MULTIPROC_DIR"] = owned_dir.name
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # The admin port first: if it cannot be bound the process exits with no worker started.
+    state = {"config": config}
+    admin = await start_admin(lambda: state["config"])
     command = [sys.executable, "-m", "proxy", "serve", "-c", config_file]
     children: list[subprocess.Popen[Any]] = [
         subprocess.Popen(command, env=env) for _ in range(workers)
     ]
-    state = {"config": config}
-    admin = await start_admin(lambda: state["config"])
     stopping = asyncio.Event()
 
     def forward(sig: signal.Signals) -> None:

@@ -1,0 +1,232 @@
+"""Request metrics: what each finished request counts, and the /metrics page."""
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy import metrics as metrics_module
+from proxy.metrics import (
+    LATENCY_BUCKETS,
+    MULTIPROC_ENV,
+    RequestMetrics,
+    exposition,
+    flush,
+    process_registry,
+)
+from proxy.request_record import RequestRecord
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def record(**fields: object) -> RequestRecord:
+    values: dict[str, object] = {
+        "request_id": "req-1",
+        "client": "203.0.113.7",
+        "method": "GET",
+        "path": "/",
+        "status": 200,
+        "upstream": "metrics-app",
+        "duration": 0.02,
+    }
+    values.update(fields)
+    return RequestRecord(**values)  # type: ignore[arg-type]
+
+
+def sample(name: str, **labels: str) -> float:
+    """The current value of one series, 0 if it does not exist yet (the registry is shared)."""
+    flush()
+    value = process_registry().get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def test_requests_are_counted_by_upstream_and_status() -> None:
+    metrics = RequestMetrics()
+    ok = sample("session_sidecar_requests_total", upstream="metrics-app", status="200")
+    missing = sample("session_sidecar_requests_total", upstream="metrics-app", status="404")
+    metrics(record())
+    metrics(record())
+    metrics(record(status=404))
+    assert sample("session_sidecar_requests_total", upstream="metrics-app", status="200") == ok + 2
+    assert (
+        sample("session_sidecar_requests_total", upstream="metrics-app", status="404")
+        == missing + 1
+    )
+
+
+def test_request_without_upstream_is_labelled_none() -> None:
+    before = sample("session_sidecar_requests_total", upstream="none", status="404")
+    RequestMetrics()(record(upstream="", status=404))
+    assert sample("session_sidecar_requests_total", upstream="none", status="404") == before + 1
+
+
+def test_latency_is_observed_per_upstream() -> None:
+    name = "session_sidecar_request_duration_seconds"
+    count = sample(f"{name}_count", upstream="latency-app")
+    total = sample(f"{name}_sum", upstream="latency-app")
+    fast = sample(f"{name}_bucket", upstream="latency-app", le="0.005")
+    metrics = RequestMetrics()
+    metrics(record(upstream="latency-app", duration=0.004))
+    metrics(record(upstream="latency-app", duration=0.3))
+    assert sample(f"{name}_count", upstream="latency-app") == count + 2
+    assert sample(f"{name}_sum", upstream="latency-app") == pytest.approx(total + 0.304)
+    assert sample(f"{name}_bucket", upstream="latency-app", le="0.005") == fast + 1
+
+
+@pytest.mark.parametrize("state", ["absent", "valid", "expired", "invalid"])
+def test_session_outcome_is_counted_by_state(state: str) -> None:
+    before = sample("session_sidecar_sessions_total", state=state)
+    RequestMetrics()(record(session_state=state))
+    assert sample("session_sidecar_sessions_total", state=state) == before + 1
+
+
+def test_session_outcome_is_not_counted_when_no_upstream_read_it() -> None:
+    before = sample("session_sidecar_sessions_total", state="absent")
+    RequestMetrics()(record(upstream="", status=404))
+    assert sample("session_sidecar_sessions_total", state="absent") == before
+
+
+def test_session_size_and_chunks_are_observed_when_a_session_was_carried() -> None:
+    count = sample("session_sidecar_session_bytes_count")
+    size = sample("session_sidecar_session_bytes_sum")
+    chunks = sample("session_sidecar_session_chunks_sum")
+    metrics = RequestMetrics()
+    metrics(record(session_state="valid", session_bytes=9000, session_chunks=3))
+    metrics(record(session_state="absent"))
+    assert sample("session_sidecar_session_bytes_count") == count + 1
+    assert sample("session_sidecar_session_bytes_sum") == size + 9000
+    assert sample("session_sidecar_session_chunks_sum") == chunks + 3
+
+
+@pytest.mark.parametrize(
+    "change", ["set", "cleared", "resigned", "refreshed", "overflow", "invalid_header"]
+)
+def test_session_change_is_counted(change: str) -> None:
+    before = sample("session_sidecar_session_changes_total", change=change)
+    RequestMetrics()(record(session_change=change))
+    assert sample("session_sidecar_session_changes_total", change=change) == before + 1
+
+
+def test_unchanged_session_counts_no_change() -> None:
+    RequestMetrics()(record(session_change="none"))
+    flush()
+    series = process_registry().get_sample_value(
+        "session_sidecar_session_changes_total", {"change": "none"}
+    )
+    assert series is None
+
+
+@pytest.mark.parametrize(
+    "kind", ["refused", "timeout", "reset", "header_too_large", "bad_response"]
+)
+def test_upstream_error_is_counted_by_upstream_and_kind(kind: str) -> None:
+    before = sample("session_sidecar_upstream_errors_total", upstream="err-app", kind=kind)
+    RequestMetrics()(record(upstream="err-app", status=502, upstream_error=kind))
+    after = sample("session_sidecar_upstream_errors_total", upstream="err-app", kind=kind)
+    assert after == before + 1
+
+
+def test_websocket_session_is_counted() -> None:
+    before = sample("session_sidecar_websocket_sessions_total", upstream="ws-app")
+    RequestMetrics()(record(upstream="ws-app", status=101, websocket=True))
+    assert sample("session_sidecar_websocket_sessions_total", upstream="ws-app") == before + 1
+
+
+def test_two_observers_count_into_the_same_series() -> None:
+    before = sample("session_sidecar_requests_total", upstream="twice-app", status="200")
+    RequestMetrics()(record(upstream="twice-app"))
+    RequestMetrics()(record(upstream="twice-app"))
+    assert (
+        sample("session_sidecar_requests_total", upstream="twice-app", status="200") == before + 2
+    )
+
+
+def test_flushed_latency_histogram_equals_observing_one_by_one() -> None:
+    durations = [0.0005, 0.001, 0.003, 0.003, 0.2, 1.0, 59.0, 61.0, 3600.0]
+    reference = Histogram("reference", "", buckets=LATENCY_BUCKETS, registry=CollectorRegistry())
+    metrics = RequestMetrics()
+    for duration in durations:
+        reference.observe(duration)
+        metrics(record(upstream="bucket-app", duration=duration))
+    name = "session_sidecar_request_duration_seconds"
+    for s in next(iter(reference.collect())).samples:
+        if not s.name.endswith("_created"):
+            got = sample(name + s.name.removeprefix("reference"), upstream="bucket-app", **s.labels)
+            assert got == pytest.approx(s.value), s
+
+
+def test_counts_reach_the_series_within_the_flush_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metrics_module, "FLUSH_INTERVAL", 0.05)
+    flush()  # nothing pending, no flush scheduled
+    registry = process_registry()
+    labels = {"upstream": "later-app", "status": "200"}
+
+    async def count_then_wait() -> tuple[float | None, float | None]:
+        RequestMetrics()(record(upstream="later-app"))
+        pending = registry.get_sample_value("session_sidecar_requests_total", labels)
+        await asyncio.sleep(0.2)
+        return pending, registry.get_sample_value("session_sidecar_requests_total", labels)
+
+    pending, flushed = asyncio.run(count_then_wait())
+    assert pending is None
+    assert flushed == 1
+
+
+def test_a_scrape_includes_counts_not_yet_flushed() -> None:
+    async def count_then_scrape() -> bytes:
+        RequestMetrics()(record(upstream="scraped-app"))
+        return exposition(None)[0]
+
+    body = asyncio.run(count_then_scrape())
+    assert b'session_sidecar_requests_total{status="200",upstream="scraped-app"} 1.0' in body
+
+
+def test_metrics_page_is_prometheus_text() -> None:
+    RequestMetrics()(record(upstream="page-app"))
+    body, content_type = exposition(None)
+    assert content_type.startswith("text/plain")
+    names = {family.name for family in text_string_to_metric_families(body.decode())}
+    assert {"session_sidecar_requests", "session_sidecar_request_duration_seconds"} <= names
+    assert 'session_sidecar_requests_total{status="200",upstream="page-app"}' in body.decode()
+
+
+def test_metrics_page_speaks_openmetrics_when_asked() -> None:
+    body, content_type = exposition("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+
+
+#: A worker that counts inside its event loop and exits before the flush timer fires: the
+#: counts reach its file at exit.
+_WORKER_SCRIPT = """
+import asyncio
+from proxy.metrics import RequestMetrics
+from proxy.request_record import RequestRecord
+
+async def serve():
+    metrics = RequestMetrics()
+    for _ in range({count}):
+        metrics(RequestRecord("r", "c", "GET", "/", status=200, upstream="multi-app"))
+
+asyncio.run(serve())
+"""
+
+
+def test_metrics_page_adds_up_every_worker_in_multiprocess_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**os.environ, MULTIPROC_ENV: str(tmp_path), "PYTHONPATH": str(REPO_ROOT)}
+    for count in (3, 4):
+        subprocess.run(
+            [sys.executable, "-c", _WORKER_SCRIPT.format(count=count)], env=env, check=True
+        )
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    body, _ = exposition(None)
+    assert 'session_sidecar_requests_total{status="200",upstream="multi-app"} 7.0' in body.decode()
