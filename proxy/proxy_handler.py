@@ -136,7 +136,7 @@ class ProxyHandler:
         record.session_state = inbound.state.value
         record.session_reason = inbound.reason
         if inbound.chunk_count:
-            record.session_bytes = len(inbound.payload)
+            record.session_bytes = inbound.result.size
             record.session_chunks = inbound.chunk_count
 
         info = ForwardingInfo(peer=peer, scheme=request.scheme, host=host)
@@ -150,7 +150,9 @@ class ProxyHandler:
 
         if is_websocket_upgrade(request):
             record.websocket = True
-            target = state.upstream_urls[upstream.name].join(URL(route.target, encoded=True))
+            # Appended, never joined: a target like "//other.host/x" is a path here, and
+            # joining would read it as an authority (RFC 3986 section 4.2) and connect there.
+            target = URL(f"{state.upstream_urls[upstream.name]}{route.target}", encoded=True)
             return await proxy_websocket(request, self.client, target, headers, upstream.timeout)
 
         try:
@@ -246,6 +248,7 @@ class ProxyHandler:
             response = web.StreamResponse(
                 status=message.code, reason=message.reason, headers=headers
             )
+            record.status = message.code  # logged even if the body is cut short below
             await response.prepare(request)
             while True:
                 chunk = await content.readany()

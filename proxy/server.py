@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -108,8 +109,10 @@ class _SidecarRequestHandler(RequestHandler):
             log.info("refused an unparsable request: %s", type(exc).__name__ if exc else error)
         if request.writer.output_size > 0:
             raise ConnectionError("response already started")
-        self.force_close()
-        return json_response(status, {"error": error}, "-")
+        # Close after this response; closing the connection itself now would lose the answer.
+        response = json_response(status, {"error": error}, "-")
+        response.force_close()
+        return response
 
 
 class _SidecarServer(web.Server):
@@ -236,6 +239,10 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
     if not metrics_dir:
         owned_dir = tempfile.TemporaryDirectory(prefix="session-sidecar-metrics-")
         metrics_dir = env["PROMETHEUS_MULTIPROC_DIR"] = owned_dir.name
+    else:
+        # prometheus-client's multiprocess files from an earlier run would be counted again.
+        for stale in Path(metrics_dir).glob("*.db"):
+            stale.unlink(missing_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # The admin port first: if it cannot be bound the process exits with no worker started.
     state = {"config": config}

@@ -96,6 +96,8 @@ class DecodeResult:
     stale_key: bool = False
     #: How many chunks the session spans (0 when not valid).
     chunk_count: int = 0
+    #: Bytes of cookie data the session spans (0 when not valid).
+    size: int = 0
     #: Why it is invalid, for logs. Never contains cookie or session content.
     reason: str = ""
 
@@ -366,6 +368,7 @@ class SessionCodec:
                 issued_at=entry.issued_at,
                 stale_key=entry.key_index != 0 or entry.encrypted != self.encrypt,
                 chunk_count=entry.chunk_count,
+                size=len(entry.token),
             )
         return entry.valid
 
