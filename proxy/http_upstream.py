@@ -36,6 +36,9 @@ class UpstreamResponse:
     message: RawResponseMessage
     payload: StreamReader
     connection: _Connection
+    #: The request body's upload. It may still be running when the response head is in: a
+    #: backend can stream its answer while it reads (an echo, say).
+    upload: asyncio.Future[None] | None = None
 
 
 class _Connection:
@@ -118,34 +121,36 @@ class UpstreamPool:
         if transport is None or transport.is_closing():
             raise ServerDisconnectedError()
         transport.write(head)
+        upload = None
         try:
             if body is None:
                 async with asyncio.timeout(timeout):
                     message, payload = await protocol.read()
             else:
-                message, payload = await self._exchange_with_body(
-                    protocol, body, chunked, uploaded, timeout
+                upload = asyncio.ensure_future(_upload(protocol, body, chunked))
+                message, payload = await self._read_beside_upload(
+                    protocol, upload, uploaded, timeout
                 )
             # RFC 9110 section 15.2: interim 1xx responses (other than 101) precede the final one.
             while 100 <= message.code < 200 and message.code != 101:
                 async with asyncio.timeout(timeout):
                     message, payload = await protocol.read()
         except BaseException:
+            if upload is not None:
+                upload.cancel()
             protocol.close()
             raise
-        return UpstreamResponse(message, payload, connection)
+        return UpstreamResponse(message, payload, connection, upload)
 
-    async def _exchange_with_body(
+    async def _read_beside_upload(
         self,
         protocol: ResponseHandler,
-        body: AsyncIterator[bytes],
-        chunked: bool,
+        upload: asyncio.Future[None],
         uploaded: asyncio.Event | None,
         timeout: float | None,
     ) -> tuple[RawResponseMessage, StreamReader]:
-        # The upload runs beside the wait for the response: a backend may answer (say 413)
-        # before it has read the whole body.
-        upload = asyncio.ensure_future(_upload(protocol, body, chunked))
+        # The upload runs beside the wait for the response, and goes on after it: a backend
+        # may answer (say 413) before it has read the whole body, or stream while it reads.
         reading = asyncio.ensure_future(protocol.read())
         try:
             await asyncio.wait((upload, reading), return_when=asyncio.FIRST_COMPLETED)
@@ -155,9 +160,8 @@ class UpstreamPool:
                 uploaded.set()
             return await asyncio.wait_for(reading, timeout)
         finally:
-            for task in (upload, reading):
-                if not task.done():
-                    task.cancel()
+            if not reading.done():
+                reading.cancel()
 
     def _take_idle(self, key: tuple[str, int], now: float) -> _Connection | None:
         idle = self._idle.get(key)
@@ -183,8 +187,15 @@ class UpstreamPool:
         """Return the connection to the pool if the response ended cleanly, else close it."""
         connection = response.connection
         protocol = connection.protocol
+        upload = response.upload
+        if upload is not None and not upload.done():
+            upload.cancel()  # the response ended first; the request was never sent whole
+        body_sent = upload is None or (
+            upload.done() and not upload.cancelled() and upload.exception() is None
+        )
         if (
-            self._closed
+            not body_sent
+            or self._closed
             or response.message.should_close
             or protocol.should_close
             or not response.payload.is_eof()
