@@ -42,6 +42,9 @@ log = logging.getLogger("session_sidecar.server")
 
 WORKER_ENV = "SESSION_SIDECAR_WORKER"
 ALLOW_PY_PARSER_ENV = "SESSION_SIDECAR_ALLOW_PY_PARSER"
+#: Signals a worker handles. It starts with them blocked (see ``_spawn_worker``) and unblocks
+#: them once its handlers are in place, so one that arrives while it boots is not fatal.
+_WORKER_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 def serve(config: Config, config_file: str) -> int:
@@ -214,6 +217,7 @@ async def _run_worker(config: Config, config_file: str, with_admin: bool) -> int
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, worker.reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)
     log.info("listening on %s (pid %d)", config.listen, os.getpid())
     await stop.wait()
     log.info("stopping: finishing in-flight requests (up to %gs)", config.shutdown_timeout)
@@ -248,9 +252,7 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
     state = {"config": config}
     admin = await start_admin(lambda: state["config"])
     command = [sys.executable, "-m", "proxy", "serve", "-c", config_file]
-    children: list[subprocess.Popen[Any]] = [
-        subprocess.Popen(command, env=env) for _ in range(workers)
-    ]
+    children = [_spawn_worker(command, env) for _ in range(workers)]
     stopping = asyncio.Event()
 
     def forward(sig: signal.Signals) -> None:
@@ -281,7 +283,7 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
             code = child.poll()
             if code is not None and not stopping.is_set():
                 log.error("worker %d exited with %s; restarting it", child.pid, code)
-                children[i] = subprocess.Popen(command, env=env)
+                children[i] = _spawn_worker(command, env)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), 0.5)
     deadline = loop.time() + state["config"].shutdown_timeout + 5
@@ -296,3 +298,13 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
         owned_dir.cleanup()
     codes = [c.wait() for c in children]
     return 0 if all(code == 0 for code in codes) else 1
+
+
+def _spawn_worker(command: list[str], env: dict[str, str]) -> subprocess.Popen[Any]:
+    # The child inherits the signal mask: it boots with these blocked, so a SIGTERM or SIGHUP
+    # forwarded before its handlers exist waits for them instead of killing it.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_SIGNALS)
+    try:
+        return subprocess.Popen(command, env=env)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -1,0 +1,221 @@
+"""Several proxy processes, key rotation across them, signals, reload, and workers.
+
+A client's cookies are not bound to a port, so one :class:`CookieClient` pointed at one proxy
+and then another is one browser talking to a load-balanced fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.session_codec import SessionCodec, SessionState
+from tests.integration.backends import RunningBackend, start_backend
+from tests.integration.log_watch import WATCH
+from tests.integration.proxy_client import CookieClient, RawConnection, compact
+from tests.integration.sidecar import SECRET_1, SECRET_2, RunningProxy, base_config
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[RunningBackend]:
+    with start_backend("python") as running:
+        yield running
+
+
+def proxy_with(backend: RunningBackend, secrets: list[str], **overrides: Any) -> RunningProxy:
+    return WATCH.start_proxy(base_config(backend.url, secrets=secrets, **overrides))
+
+
+def signed_only_with(secret: str, client: CookieClient) -> bool:
+    """Whether the client's session verifies under ``secret`` alone."""
+    chunks = {i: v for i, v in client.session_chunks().items() if v}
+    return SessionCodec([secret.encode()]).decode(chunks).state is SessionState.VALID
+
+
+def wait_for_output(proxy: RunningProxy, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in proxy.output():
+        assert time.monotonic() < deadline, f"{text!r} never logged:\n{proxy.output()}"
+        time.sleep(0.05)
+
+
+# --- several processes, one client --------------------------------------------------------------
+
+
+def test_processes_with_the_same_secrets_share_one_client_session(
+    backend: RunningBackend,
+) -> None:
+    with (
+        proxy_with(backend, [SECRET_1]) as a,
+        proxy_with(backend, [SECRET_1]) as b,
+        CookieClient(a.url) as client,
+    ):
+        client.set_session({"user": "ada-fleet", "step": 1})
+        client.base_url = b.url
+        assert client.whoami()["session"] == {"user": "ada-fleet", "step": 1}
+        assert client.post("/session/merge", json={"step": 2}).status == 200
+        client.base_url = a.url
+        seen = client.whoami()
+    assert (seen["session"], seen["status"]) == ({"user": "ada-fleet", "step": 2}, "valid")
+
+
+def test_rolling_rotation_resigns_a_session_with_the_new_secret(backend: RunningBackend) -> None:
+    with (
+        proxy_with(backend, [SECRET_1]) as old,
+        proxy_with(backend, [SECRET_2, SECRET_1]) as new,
+        CookieClient(old.url) as client,
+    ):
+        client.set_session({"user": "ada-rotation"})
+        assert signed_only_with(SECRET_1, client)
+        client.base_url = new.url
+        reply = client.get("/whoami")
+        assert reply.json()["session"] == {"user": "ada-rotation"}
+        assert [c.name for c in reply.set_cookies] == ["session.0"]
+        assert signed_only_with(SECRET_2, client)
+        again = client.get("/whoami")
+        assert (again.json()["status"], again.set_cookies) == ("valid", [])
+
+
+def test_old_process_cannot_read_a_session_resigned_by_a_newer_one(
+    backend: RunningBackend,
+) -> None:
+    # Why rotation needs two phases: [SECRET_1] alone cannot read what [SECRET_2, ...] signed.
+    with (
+        proxy_with(backend, [SECRET_1]) as old,
+        proxy_with(backend, [SECRET_2, SECRET_1]) as new,
+        CookieClient(new.url) as client,
+    ):
+        client.set_session({"user": "ada-too-new"})
+        client.base_url = old.url
+        assert client.whoami()["status"] == "invalid"
+
+
+def test_two_phase_rotation_loses_no_session_on_any_request(backend: RunningBackend) -> None:
+    with (
+        proxy_with(backend, [SECRET_1]) as before,
+        proxy_with(backend, [SECRET_1, SECRET_2]) as phase_one,
+        proxy_with(backend, [SECRET_2, SECRET_1]) as phase_two,
+        CookieClient(before.url) as client,
+    ):
+        client.set_session({"user": "ada-two-phase", "steps": []})
+        expected: list[int] = []
+        # Phase one rolls out beside the old processes, phase two beside phase one.
+        fleet = [before, phase_one] * 3 + [phase_one, phase_two] * 4 + [phase_two]
+        for step, proxy in enumerate(fleet):
+            client.base_url = proxy.url
+            seen = client.whoami()
+            assert seen["status"] == "valid", f"session lost at request {step} on {proxy.url}"
+            assert seen["session"] == {"user": "ada-two-phase", "steps": expected}
+            expected = [*expected, step]
+            assert client.post("/session/merge", json={"steps": expected}).status == 200
+        assert signed_only_with(SECRET_2, client)
+
+
+# --- signals --------------------------------------------------------------------------------------
+
+
+def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0(
+    backend: RunningBackend,
+) -> None:
+    proxy = proxy_with(backend, [SECRET_1], shutdown_timeout=10)
+
+    async def scenario() -> tuple[int, object, bool]:
+        async with aiohttp.ClientSession() as session:
+            in_flight = asyncio.ensure_future(session.get(f"{proxy.url}/slow?seconds=2"))
+            await asyncio.sleep(0.5)
+            proxy.signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            try:
+                socket.create_connection(("127.0.0.1", proxy.port), timeout=1).close()
+                refused = False
+            except ConnectionRefusedError:
+                refused = True
+            assert not in_flight.done()
+            async with await in_flight as response:
+                return response.status, await response.json(), refused
+
+    with proxy:
+        status, body, refused = asyncio.run(scenario())
+        assert (status, body) == (200, {"slept": 2.0})
+        assert refused, "a new connection was accepted after SIGTERM"
+        assert proxy.process.wait(10) == 0
+
+
+def test_sighup_applies_a_new_route_and_secret_without_dropping_a_connection(
+    backend: RunningBackend,
+) -> None:
+    newer = SessionCodec([SECRET_2.encode()]).encode(compact({"user": "ada-reload"}))
+    WATCH.sensitive(newer.cookies[0].value)
+    request = (
+        "GET /whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Cookie: session.0={newer.cookies[0].value}\r\n\r\n"
+    )
+    upstream = {"name": "app", "url": f"{backend.url}/before"}
+    config = base_config(backend.url, upstreams=[upstream])
+    with WATCH.start_proxy(config) as proxy, RawConnection(proxy.port) as connection:
+        connection.send(request)
+        first = connection.read_response().json()
+        assert (first["path"], first["status"]) == ("/before/whoami", "invalid")
+
+        upstream["url"] = f"{backend.url}/after"
+        proxy.rewrite_config(base_config(backend.url, upstreams=[upstream], secrets=[SECRET_2]))
+        proxy.signal(signal.SIGHUP)
+        wait_for_output(proxy, "configuration reloaded")
+
+        connection.send(request)
+        second = connection.read_response().json()
+        assert (second["path"], second["status"]) == ("/after/whoami", "valid")
+        assert second["session"] == {"user": "ada-reload"}
+
+
+def test_sighup_with_a_bad_configuration_is_refused_and_the_old_one_serves(
+    backend: RunningBackend,
+) -> None:
+    with proxy_with(backend, [SECRET_1]) as proxy:
+        WATCH.sensitive("too-short-secret")
+        proxy.rewrite_config(base_config(f"{backend.url}/new", secrets=["too-short-secret"]))
+        proxy.signal(signal.SIGHUP)
+        wait_for_output(proxy, "reload refused")
+        with CookieClient(proxy.url) as client:
+            client.set_session({"user": "ada-after-bad-reload"})
+            seen = client.whoami()
+        assert seen["path"] == "/whoami"
+        assert seen["session"] == {"user": "ada-after-bad-reload"}
+        assert proxy.process.poll() is None
+
+
+# --- workers --------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return [int(child) for child in children.read().split()]
+
+
+def test_two_workers_serve_sessions(backend: RunningBackend) -> None:
+    with proxy_with(backend, [SECRET_1], workers=2) as proxy:
+        assert len(_children(proxy.process.pid)) == 2
+        with CookieClient(proxy.url) as writer:
+            writer.set_session({"user": "ada-workers"})
+            cookie = writer.cookie_header()
+        for _ in range(10):  # new connections, spread by the kernel over both workers
+            with CookieClient(proxy.url) as reader:
+                seen = reader.whoami(headers={"Cookie": cookie or ""})
+                assert (seen["session"], seen["status"]) == ({"user": "ada-workers"}, "valid")
+        assert proxy.stop() == 0
+
+
+def test_sigterm_while_workers_start_stops_them_all_cleanly(backend: RunningBackend) -> None:
+    # A worker still booting gets the forwarded SIGTERM before its handlers exist.
+    for _ in range(3):
+        with proxy_with(backend, [SECRET_1], workers=2) as proxy:
+            assert proxy.stop() == 0, proxy.output()
