@@ -2,8 +2,8 @@
 
 It answers each path with canned bytes (odd header spellings, hop-by-hop response headers, a
 gzip body), records every connection and request head that reaches it (so it can stand as an
-"attacker" host that must receive nothing), and on ``/hang`` never answers, noting when the
-peer gives up and closes.
+"attacker" host that must receive nothing), on ``/hang`` never answers and on ``/endless``
+sends a body that never ends, noting in both cases when the peer gives up and closes.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ from types import TracebackType
 from typing import Self
 
 HANG_PATH = "/hang"
+ENDLESS_PATH = "/endless"
+_ENDLESS_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n" + (
+    b"Content-Length: 1099511627776\r\n\r\n"
+)
 
 
 def canned_response(
@@ -35,7 +39,7 @@ class ScriptedBackend:
         self._lock = threading.Lock()
         self.connections = 0
         self.heads: list[bytes] = []
-        #: Set when a /hang request has arrived, and when its connection was closed.
+        #: Set when a /hang or /endless request has arrived, and when its connection was closed.
         self.hanging = threading.Event()
         self.hung_up = threading.Event()
         self._stopped = False
@@ -74,6 +78,16 @@ class ScriptedBackend:
                 try:
                     while conn.recv(65536):
                         pass
+                except OSError:
+                    pass
+                self.hung_up.set()
+                return
+            if path == ENDLESS_PATH:
+                self.hanging.set()
+                try:
+                    conn.sendall(_ENDLESS_HEAD)
+                    while True:
+                        conn.sendall(bytes(65536))
                 except OSError:
                     pass
                 self.hung_up.set()

@@ -12,7 +12,7 @@ import pytest
 from tests.integration.backends import RunningBackend, free_port, start_backend
 from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import RawConnection, raw_request
-from tests.integration.scripted_backend import HANG_PATH, ScriptedBackend
+from tests.integration.scripted_backend import ENDLESS_PATH, HANG_PATH, ScriptedBackend
 from tests.integration.sidecar import RunningProxy, base_config
 
 pytestmark = pytest.mark.integration
@@ -24,9 +24,20 @@ def backend() -> Iterator[RunningBackend]:
         yield running
 
 
+#: 5 000 bytes promised, 100 sent, then the connection closed.
+SMALL_CUT = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5000\r\n\r\n" + b"x" * 100
+)
+#: A chunked body that stops without its last chunk.
+CHUNKED_CUT = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"64\r\n" + b"y" * 100 + b"\r\n"
+)
+
+
 @pytest.fixture(scope="module")
 def hanging_backend() -> Iterator[ScriptedBackend]:
-    with ScriptedBackend() as running:
+    with ScriptedBackend({"/cut/small": SMALL_CUT, "/cut/chunked": CHUNKED_CUT}) as running:
         yield running
 
 
@@ -44,6 +55,8 @@ def proxy(backend: RunningBackend, hanging_backend: ScriptedBackend) -> Iterator
             "timeout": 1,
         },
         {"name": "hanging", "url": hanging_backend.url, "path_prefix": HANG_PATH, "timeout": 30},
+        {"name": "endless", "url": hanging_backend.url, "path_prefix": ENDLESS_PATH},
+        {"name": "cut", "url": hanging_backend.url, "path_prefix": "/cut"},
     ]
     with WATCH.start_proxy(base_config(backend.url, upstreams=upstreams)) as running:
         yield running
@@ -106,6 +119,30 @@ def test_upstream_reset_mid_body_is_never_a_complete_response_to_aiohttp(
         asyncio.run(fetch())
 
 
+def test_upstream_closing_a_short_body_early_aborts_the_client_connection(
+    proxy: RunningProxy,
+) -> None:
+    with RawConnection(proxy.port, timeout=10) as connection:
+        connection.send("GET /cut/small HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        try:
+            reply = connection.read_response()
+        except ConnectionError:
+            return  # aborted before the head: equally never a complete response
+    assert reply.header("Content-Length") == "5000"
+    assert not reply.complete
+    assert_still_serving(proxy)
+
+
+def test_upstream_cutting_a_chunked_body_never_sends_the_last_chunk(proxy: RunningProxy) -> None:
+    with RawConnection(proxy.port, timeout=10) as connection:
+        connection.send("GET /cut/chunked HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        reply = connection.read_response()
+    assert reply.status == 200
+    assert not reply.complete
+    assert reply.ended in ("eof", "reset")
+    assert_still_serving(proxy)
+
+
 def test_client_going_away_cancels_the_upstream_request(
     proxy: RunningProxy, hanging_backend: ScriptedBackend
 ) -> None:
@@ -115,6 +152,34 @@ def test_client_going_away_cancels_the_upstream_request(
         connection.send(f"GET {HANG_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert hanging_backend.hanging.wait(5), "the request never reached the upstream"
     assert hanging_backend.hung_up.wait(3), "the upstream request outlived its client"
+    assert_still_serving(proxy)
+
+
+def test_client_going_away_mid_upload_cancels_the_upstream_request(
+    proxy: RunningProxy, hanging_backend: ScriptedBackend
+) -> None:
+    hanging_backend.hanging.clear()
+    hanging_backend.hung_up.clear()
+    with RawConnection(proxy.port) as connection:
+        connection.send(
+            f"POST {HANG_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10000000\r\n\r\n"
+        )
+        connection.send(bytes(100_000))
+        assert hanging_backend.hanging.wait(5), "the request never reached the upstream"
+    assert hanging_backend.hung_up.wait(3), "the upstream request outlived its client"
+    assert_still_serving(proxy)
+
+
+def test_client_going_away_mid_download_closes_the_upstream_connection(
+    proxy: RunningProxy, hanging_backend: ScriptedBackend
+) -> None:
+    hanging_backend.hanging.clear()
+    hanging_backend.hung_up.clear()
+    with RawConnection(proxy.port) as connection:
+        connection.send(f"GET {ENDLESS_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert connection.read_head().status == 200
+        assert hanging_backend.hanging.wait(5)
+    assert hanging_backend.hung_up.wait(3), "the upstream kept streaming to nobody"
     assert_still_serving(proxy)
 
 
