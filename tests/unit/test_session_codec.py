@@ -620,3 +620,9 @@ def test_re_encoding_with_issued_at_keeps_the_session_age() -> None:
     result = decode_fresh({i: c.value for i, c in enumerate(cookies)}, secrets=[SECRET_2])
     assert result.state is SessionState.VALID
     assert result.issued_at == int(T0)
+
+
+def test_valid_result_reports_the_cookie_bytes_of_the_session() -> None:
+    encoded = make_codec(**SMALL_CHUNKS).encode(random_session(4, 1500))
+    chunks = {i: c.value for i, c in enumerate(encoded.cookies)}
+    assert decode_fresh(chunks, **SMALL_CHUNKS).size == encoded.size
