@@ -7,6 +7,7 @@ is (cookie name ``session``, default chunk size and count).
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 from urllib.parse import quote
@@ -196,6 +197,18 @@ def test_cookie_header_is_dropped_when_only_session_chunks_were_sent(
     assert "cookie" not in seen["headers"]
 
 
+def test_session_chunks_split_over_several_cookie_lines_are_read_and_removed(
+    proxy: RunningProxy,
+) -> None:
+    chunks = forged_cookie({"user": "ada-lines", "pad": secrets.token_urlsafe(9000)}).split("; ")
+    assert len(chunks) >= 3
+    headers = [("Cookie", f"a=1; {chunks[0]}"), ("Cookie", "; ".join(["b=2", *chunks[1:]]))]
+    with CookieClient(proxy.url) as client:
+        seen = client.get("/whoami", headers=headers).json()
+    assert (seen["status"], seen["session"]["user"]) == ("valid", "ada-lines")
+    assert seen["cookie"] == "a=1; b=2"
+
+
 def test_other_cookies_pass_unchanged_without_a_session(any_proxy: RunningProxy) -> None:
     with CookieClient(any_proxy.url) as client:
         seen = client.whoami(headers={"Cookie": "a=1;b=2;  theme=dark"})
@@ -313,6 +326,27 @@ def test_session_too_large_is_refused_with_502_and_both_sizes(client: CookieClie
     assert reply.set_cookies == []
     assert client.cookies == before
     assert client.whoami()["session"] == {"user": "ada-kept-after-overflow"}
+
+
+def test_set_session_over_the_header_limit_is_refused_with_502_and_the_old_session_kept(
+    client: CookieClient,
+) -> None:
+    # Past limits.max_header_bytes (128 KiB) the response cannot be read at all.
+    client.set_session({"user": "ada-kept-after-huge-header"})
+    before = dict(client.cookies)
+    reply = client.post("/session", json={"pad": "p" * 140_000})
+    assert reply.status == 502
+    assert reply.json() == {"error": "upstream_bad_response"}
+    assert reply.set_cookies == []
+    assert client.cookies == before
+    assert client.whoami()["session"] == {"user": "ada-kept-after-huge-header"}
+
+
+def test_compressible_session_larger_than_the_cookies_is_accepted(client: CookieClient) -> None:
+    session = {"pad": "c" * 100_000, "user": "ada-compressible"}
+    reply = client.set_session(session)
+    assert len(chunk_cookies(reply.set_cookies)) == 1
+    assert client.whoami()["session"] == session
 
 
 def test_backend_set_cookie_headers_pass_unchanged_except_session_chunks(
