@@ -24,19 +24,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
-from aiohttp.web_protocol import RequestHandler
-
 from proxy.access_log import AccessLog, configure_logging
 from proxy.admin import start_admin
 from proxy.cli import codec_from_config
 from proxy.config import Config, ConfigError, load_config
-from proxy.http_upstream import UpstreamPool
 from proxy.metrics import RequestMetrics
-from proxy.proxy_handler import ProxyHandler, ProxyState, json_response
+from proxy.proxy_connection import ProxyServer
+from proxy.proxy_state import ProxyState
 from proxy.request_record import RequestRecord
+from proxy.upstream_connection import UpstreamPool
 
 log = logging.getLogger("session_sidecar.server")
 
@@ -83,46 +79,6 @@ def _install_uvloop() -> None:
 # --- the worker -----------------------------------------------------------------------------
 
 
-class _SidecarRequestHandler(RequestHandler):
-    """aiohttp's connection handler, with safe answers to requests it cannot parse.
-
-    aiohttp answers an oversized header with 400 and logs the offending line, which may hold
-    a cookie value. Here it is 431 (RFC 6585 section 5) and the log names only the problem.
-    """
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if isinstance(exc, LineTooLong):
-            status, error = 431, "request_header_too_large"
-        elif status == 400:
-            error = "bad_request"
-        else:
-            error = "internal_error"
-        if isinstance(exc, ConnectionError):
-            # The client went away while its response was being written: routine, not an error.
-            log.debug("client connection lost: %s", type(exc).__name__)
-        elif status >= 500:
-            log.error("error handling request: %s", type(exc).__name__ if exc else error)
-        else:
-            log.info("refused an unparsable request: %s", type(exc).__name__ if exc else error)
-        if request.writer.output_size > 0:
-            raise ConnectionError("response already started")
-        # Close after this response; closing the connection itself now would lose the answer.
-        response = json_response(status, {"error": error}, "-")
-        response.force_close()
-        return response
-
-
-class _SidecarServer(web.Server):
-    def __call__(self) -> RequestHandler:
-        return _SidecarRequestHandler(self, loop=self._loop, **self._kwargs)
-
-
 def _listen_socket(config: Config) -> socket.socket:
     host, port = config.listen.host, config.listen.port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -136,44 +92,22 @@ def _listen_socket(config: Config) -> socket.socket:
     return sock
 
 
-def _client_session(config: Config) -> aiohttp.ClientSession:
-    limit = config.limits.max_header_bytes
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=60),
-        # Never store upstream cookies: a shared jar would hand one user's cookies to another.
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
-        max_line_size=limit,
-        max_field_size=limit,
-    )
-
-
 class Worker:
     """One serving process: the listening socket, the handler and the reload logic."""
 
     def __init__(self, config: Config, config_file: str) -> None:
         self.config = config
         self.config_file = config_file
-        self.client = _client_session(config)
         limit = config.limits.max_header_bytes
         self.access_log = AccessLog(config.log_format)
         self.metrics = RequestMetrics()
-        self.pool = UpstreamPool(limit, limit)
-        self.handler = ProxyHandler(
+        self.pool = UpstreamPool(max_line_size=limit, max_field_size=limit)
+        self.proxy = ProxyServer(
             ProxyState.build(config, codec_from_config(config)),
             self.pool,
-            self.client,
             self._observe,
-        )
-        self.server = _SidecarServer(
-            self.handler,
-            handler_cancellation=True,
-            access_log=None,
-            max_line_size=max(config.limits.max_line_bytes, 8190),
+            max_line_size=config.limits.max_line_bytes,
             max_field_size=limit,
-            auto_decompress=False,
         )
 
     def _observe(self, record: RequestRecord) -> None:
@@ -191,15 +125,14 @@ class Worker:
             return
         if config.listen != self.config.listen or config.limits != self.config.limits:
             log.warning("listen and limits changes take effect only after a restart")
-        self.handler.state = ProxyState.build(config, codec_from_config(config))
+        self.proxy.state = ProxyState.build(config, codec_from_config(config))
         self.access_log = AccessLog(config.log_format)
         self.config = config
         log.info("configuration reloaded from %s", self.config_file)
 
     async def shutdown(self) -> None:
-        await self.server.shutdown(self.config.shutdown_timeout)
+        await self.proxy.shutdown(self.config.shutdown_timeout)
         self.pool.close()
-        await self.client.close()
 
 
 async def _run_worker(config: Config, config_file: str, with_admin: bool) -> int:
@@ -209,9 +142,8 @@ async def _run_worker(config: Config, config_file: str, with_admin: bool) -> int
         sock = _listen_socket(config)
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.listen, exc.strerror or exc)
-        await worker.client.close()
         return 1
-    listener = await loop.create_server(worker.server, sock=sock, backlog=2048)
+    listener = await loop.create_server(worker.proxy, sock=sock, backlog=2048)
     admin = await start_admin(lambda: worker.config) if with_admin else None
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

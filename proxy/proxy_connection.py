@@ -1,0 +1,722 @@
+"""The proxied port: one client connection, its requests in order, each carried to its upstream.
+
+Per request: route (404 if none) -> read the session cookies -> build the upstream head
+(header hygiene, X-Session, X-Session-Status) -> send it on a pooled upstream connection ->
+apply the backend's X-Set-Session to the response head, or refuse it with 502 and leave the old
+session alone -> relay the body. Bodies stream both ways with back-pressure; a body that is
+already complete when its head arrives (the common small request and response) goes out in the
+same write as the head, with no task and no copy loop.
+
+This is an asyncio protocol on aiohttp's C parsers (llhttp) and its flow-controlled streams,
+rather than aiohttp's web server: the proxy's work per request then costs about what the
+parsing does, not three times that (see docs/benchmarks.md). A WebSocket upgrade is relayed as
+bytes once the upstream answers ``101``, so every frame type and close code passes unchanged.
+The session codec and header rules live in their own modules; this one moves bytes and picks
+status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.client_exceptions import ClientPayloadError
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_parser import HttpRequestParser, RawRequestMessage, RawResponseMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+
+from proxy.config import Upstream
+from proxy.http_headers import ForwardingInfo
+from proxy.proxy_state import ProxyState
+from proxy.request_record import Observer, RequestRecord
+from proxy.routing import normalize_path
+from proxy.session_exchange import Inbound, Outbound
+from proxy.upstream_connection import UpstreamConnection, UpstreamPool
+
+log = logging.getLogger("session_sidecar.proxy")
+
+#: Requests a client may pipeline before the proxy stops reading from it.
+MAX_PIPELINED = 16
+_READ_LIMIT = 2**16
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+_UPSTREAM_ERRORS = {
+    "refused": (502, "upstream_unreachable"),
+    "timeout": (504, "upstream_timeout"),
+    "reset": (502, "upstream_connection_failed"),
+    "bad_response": (502, "upstream_bad_response"),
+    # The issue's rule for an oversized header either way: 431, never a hang or a 500.
+    "header_too_large": (431, "upstream_header_too_large"),
+}
+
+
+class ProxyServer:
+    """What every connection of one worker shares; also the protocol factory for the port."""
+
+    def __init__(
+        self,
+        state: ProxyState,
+        pool: UpstreamPool,
+        observer: Observer,
+        max_line_size: int,
+        max_field_size: int,
+    ) -> None:
+        self.state = state
+        self.pool = pool
+        self.observer = observer
+        self.max_line_size = max_line_size
+        self.max_field_size = max_field_size
+        self.connections: set[ProxyConnection] = set()
+        self.closing = False
+
+    def __call__(self) -> ProxyConnection:
+        return ProxyConnection(self)
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop keep-alive, close idle connections, let busy ones finish for ``timeout``."""
+        self.closing = True
+        for connection in list(self.connections):
+            connection.close_if_idle()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            connection.abort()
+
+
+class _Exchange:
+    """One request on its way through the proxy."""
+
+    __slots__ = (
+        "began",
+        "chunked",
+        "conn",
+        "connecting",
+        "done",
+        "download",
+        "expect_continue",
+        "head",
+        "inbound",
+        "keep_alive",
+        "message",
+        "payload",
+        "record",
+        "responded",
+        "response_chunked",
+        "retried",
+        "state",
+        "timer",
+        "upload",
+        "upstream",
+        "websocket",
+    )
+
+    def __init__(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        record: RequestRecord,
+        state: ProxyState,
+        keep_alive: bool,
+    ) -> None:
+        self.message = message
+        self.payload = payload
+        self.record = record
+        self.began = time.perf_counter()
+        self.state = state
+        self.upstream: Upstream | None = None
+        self.inbound: Inbound | None = None
+        self.head = b""
+        self.chunked = False
+        self.expect_continue = False
+        self.websocket = False
+        self.keep_alive = keep_alive
+        self.conn: UpstreamConnection | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.upload: asyncio.Task[None] | None = None
+        self.download: asyncio.Task[None] | None = None
+        self.retried = False
+        self.responded = False
+        self.response_chunked = False
+        self.done = False
+
+    @property
+    def has_body(self) -> bool:
+        return self.payload is not EMPTY_PAYLOAD
+
+    @property
+    def body_unread(self) -> bool:
+        return self.payload is not EMPTY_PAYLOAD and not self.payload.is_eof()
+
+
+class ProxyConnection(BaseProtocol):
+    """One client connection on the proxied port."""
+
+    def __init__(self, server: ProxyServer) -> None:
+        loop = asyncio.get_running_loop()
+        super().__init__(loop)
+        self.server = server
+        self._request_parser = HttpRequestParser(
+            self,
+            loop,
+            _READ_LIMIT,
+            max_line_size=server.max_line_size,
+            max_field_size=server.max_field_size,
+            auto_decompress=False,  # Content-Encoding passes through untouched
+        )
+        # BaseProtocol's flow control pauses this parser when a request body backs up, and
+        # resumes it with data_received(b"") once the body is read.
+        self._parser = self._request_parser
+        self._queue: deque[tuple[RawRequestMessage, StreamReader]] = deque()
+        self._current: _Exchange | None = None
+        self._parse_error: tuple[int, str] | None = None
+        self._upgrade_buffer: list[bytes] | None = None
+        self._tunnel: UpstreamConnection | None = None
+        self._client_eof = False
+        self._peer = ""
+
+    # --- the client side of the wire ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.server.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self._peer = str(peer[0])
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.write(data)
+            return
+        if self._upgrade_buffer is not None:
+            self._upgrade_buffer.append(data)  # frames sent before the upstream's 101
+            return
+        try:
+            messages, upgraded, tail = self._request_parser.feed_data(data)
+        except HttpProcessingError as exc:
+            self._refuse(exc)
+            return
+        if messages:
+            self._queue.extend(messages)
+        if upgraded:
+            self._upgrade_buffer = [tail] if tail else []
+        if len(self._queue) > MAX_PIPELINED and self.transport is not None:
+            self.transport.pause_reading()
+        if self._current is None:
+            self._next()
+
+    def eof_received(self) -> bool:
+        # Like nginx (proxy_ignore_client_abort off): a client that closes its side has gone
+        # away, and its upstream request is cancelled rather than left to run.
+        self._client_eof = True
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self.server.connections.discard(self)
+        tunnel, self._tunnel = self._tunnel, None
+        if tunnel is not None:
+            tunnel.close()
+        ex, self._current = self._current, None
+        if ex is not None and not ex.done:
+            if not ex.responded:
+                ex.record.status = 499  # the client went away first (nginx's convention)
+            self._release(ex, reusable=False)
+            self._report(ex)
+        self._queue.clear()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._tunnel is not None and self._tunnel.transport is not None:
+            self._tunnel.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._tunnel is not None and self._tunnel.transport is not None:
+            self._tunnel.transport.resume_reading()
+
+    def close_if_idle(self) -> None:
+        if self._current is None and self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def _refuse(self, exc: HttpProcessingError) -> None:
+        # The message may quote the offending line (a cookie, say): log only its kind.
+        if isinstance(exc, LineTooLong):
+            self._parse_error = (431, "request_header_too_large")  # RFC 6585 section 5
+        else:
+            self._parse_error = (400, "bad_request")
+        log.info("refused an unparsable request from %s: %s", self._peer, type(exc).__name__)
+        if self.transport is not None:
+            self.transport.pause_reading()
+        if self._current is None:
+            self._next()
+
+    # --- request by request -----------------------------------------------------------------
+
+    def _next(self) -> None:
+        while self._current is None and self._queue:
+            if self.transport is not None and len(self._queue) == MAX_PIPELINED:
+                self.transport.resume_reading()
+            message, payload = self._queue.popleft()
+            self._begin(message, payload)
+        if self._current is not None:
+            return
+        if self._parse_error is not None:
+            status, error = self._parse_error
+            self._write(_json_head(status, {"error": error}, "-", keep_alive=False))
+            self._close()
+        elif self._client_eof or self.server.closing:
+            self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _begin(self, message: RawRequestMessage, payload: StreamReader) -> None:
+        server = self.server
+        state = server.state
+        headers_in = message.headers
+        url = message.url
+        record = RequestRecord(
+            request_id=state.headers.request_id(headers_in),
+            client=self._peer,
+            method=message.method,
+            path=url.raw_path[:512],
+            started=time.time(),
+        )
+        ex = _Exchange(
+            message,
+            payload,
+            record,
+            state,
+            keep_alive=not message.should_close and not server.closing,
+        )
+        self._current = ex
+        if message.method == "CONNECT":
+            # Never a forward proxy: CONNECT would open a tunnel to a host the config doesn't name.
+            self._reply(ex, 405, {"error": "method_not_allowed"})
+            return
+        # RFC 9112 section 3.2.2: with an absolute-form target the authority in it replaces
+        # Host. Either way it only selects among the configured upstreams.
+        host = (url.host_port_subcomponent or "") if url.absolute else headers_in.get("Host", "")
+        path = normalize_path(url.raw_path)
+        route = state.router.route(host, path, url.raw_query_string)
+        if route is None:
+            self._reply(ex, 404, {"error": "no_route", "path": path[:200]})
+            return
+        upstream = ex.upstream = route.upstream
+        record.upstream = upstream.name
+
+        inbound = ex.inbound = state.exchange.inbound(_joined(headers_in.getall("Cookie", ())))
+        record.session_state = inbound.state.value
+        record.session_reason = inbound.reason
+        if inbound.chunk_count:
+            record.session_bytes = inbound.result.size
+            record.session_chunks = inbound.chunk_count
+
+        policy = state.headers
+        headers = policy.upstream_request_headers(
+            headers_in, ForwardingInfo(self._peer, "http", host)
+        )
+        headers["Host"] = host
+        if inbound.cookies.others:
+            headers["Cookie"] = inbound.cookies.others
+        headers[policy.session_header] = inbound.payload
+        headers[policy.status_header] = inbound.state.value
+        headers["X-Request-Id"] = record.request_id
+        if message.upgrade:
+            upgrade = headers_in.get("Upgrade", "")
+            if message.method == "GET" and upgrade.lower() == "websocket":
+                # Upgrade and Connection are hop-by-hop; this hop asks for the upgrade again.
+                headers["Connection"] = "Upgrade"
+                headers["Upgrade"] = upgrade
+                ex.websocket = record.websocket = True
+            else:
+                ex.keep_alive = False  # an upgrade we do not relay: no reuse after it
+        if ex.has_body:
+            ex.expect_continue = headers_in.get("Expect", "").lower() == "100-continue"
+            if "Content-Length" not in headers:
+                # The client's framing was hop-by-hop; frame the body again for this hop.
+                headers["Transfer-Encoding"] = "chunked"
+                ex.chunked = True
+        ex.head = _encode_head(f"{message.method} {route.target} HTTP/1.1", headers.items())
+        key = UpstreamPool.key(upstream)
+        conn = None if ex.websocket else server.pool.take_idle(key)
+        if conn is not None:
+            self._send(ex, conn)
+        else:
+            ex.connecting = asyncio.ensure_future(self._connect_and_send(ex, key))
+
+    async def _connect_and_send(self, ex: _Exchange, key: tuple[str, int, bool]) -> None:
+        assert ex.upstream is not None
+        try:
+            async with asyncio.timeout(ex.upstream.timeout):
+                conn = await self.server.pool.connect(key)
+        except TimeoutError:
+            self._fail(ex, "timeout")
+            return
+        except OSError:
+            self._fail(ex, "refused")
+            return
+        if ex.done or ex is not self._current:
+            conn.close()
+            return
+        self._send(ex, conn)
+
+    def _send(self, ex: _Exchange, conn: UpstreamConnection) -> None:
+        ex.conn = conn
+        conn.start(self, head_request=ex.message.method == "HEAD")
+        payload = ex.payload
+        if payload is EMPTY_PAYLOAD:
+            conn.write(ex.head)
+            self._arm_timer(ex)
+        elif payload.is_eof() and not ex.expect_continue:
+            body = payload.read_nowait(-1)
+            ex.record.bytes_in = len(body)
+            tail = _LAST_CHUNK if ex.chunked else b""
+            conn.write(ex.head + _frame(body, ex.chunked) + tail)
+            self._arm_timer(ex)
+        else:
+            conn.write(ex.head)
+            ex.upload = asyncio.ensure_future(self._upload(ex, conn))
+
+    async def _upload(self, ex: _Exchange, conn: UpstreamConnection) -> None:
+        # RFC 9110 section 10.1.1: the client waits for 100 Continue before sending the body.
+        # It is sent only now, once the upstream connection is up and the body is wanted.
+        if ex.expect_continue and not ex.responded:
+            self._write(_CONTINUE)
+        payload = ex.payload
+        try:
+            while True:
+                chunk = await payload.readany()
+                if not chunk:
+                    break
+                ex.record.bytes_in += len(chunk)
+                if not conn.write(_frame(chunk, ex.chunked)):
+                    return  # the upstream went away; its connection_lost reports it
+                await conn.drain()
+            if ex.chunked:
+                conn.write(_LAST_CHUNK)
+        except (ConnectionError, ClientPayloadError, HttpProcessingError):
+            # The client's body broke off: nothing complete can reach the upstream.
+            ex.keep_alive = False
+            if not ex.responded:
+                self._release(ex, reusable=False)
+                self._close()
+            return
+        if not ex.responded and not ex.done:
+            self._arm_timer(ex)
+
+    def _arm_timer(self, ex: _Exchange) -> None:
+        # The timeout counts from the end of the upload: a slow, large upload is not the
+        # upstream's fault.
+        assert ex.upstream is not None
+        ex.timer = self._loop.call_later(ex.upstream.timeout, self._timed_out, ex)
+
+    def _timed_out(self, ex: _Exchange) -> None:
+        if ex is self._current and not ex.responded and not ex.done:
+            self._fail(ex, "timeout")
+
+    # --- events from the upstream connection ------------------------------------------------
+
+    def upstream_response(self, message: RawResponseMessage, payload: StreamReader) -> None:
+        ex = self._current
+        if ex is None or ex.done:
+            return
+        if ex.timer is not None:
+            ex.timer.cancel()
+        if message.code == 101:
+            if ex.websocket:
+                self._open_tunnel(ex, message)
+            else:
+                self._fail(ex, "bad_response")  # switched protocols unasked
+            return
+        state = ex.state
+        record = ex.record
+        headers, set_values = state.headers.client_response_headers(
+            message.headers.items(), message.headers.get("Connection")
+        )
+        outbound = state.exchange.outbound(_inbound(ex), set_values, time.time())
+        _record_outbound(record, outbound)
+        if outbound.error_body is not None:
+            log.warning(
+                "upstream %s: refused its session header: %s (request %s)",
+                record.upstream,
+                outbound.detail,
+                record.request_id,
+            )
+            self._release(ex, reusable=False)
+            self._reply(ex, outbound.error_status, outbound.error_body)
+            return
+        for cookie in outbound.set_cookies:
+            headers.add("Set-Cookie", cookie)
+        if "X-Request-Id" not in headers:
+            headers["X-Request-Id"] = record.request_id
+        bodyless = ex.message.method == "HEAD" or message.code in (204, 304)
+        if not bodyless and "Content-Length" not in message.headers:
+            # Chunked or close-delimited upstream body: chunk it again for an HTTP/1.1 client,
+            # close-delimit it for HTTP/1.0 (RFC 9112 sections 6.3 and 7).
+            if ex.message.version >= (1, 1):
+                headers["Transfer-Encoding"] = "chunked"
+                ex.response_chunked = True
+            else:
+                ex.keep_alive = False
+        if ex.websocket or (ex.body_unread and ex.upload is None):
+            ex.keep_alive = False
+        if not ex.keep_alive:
+            headers["Connection"] = "close"
+        head = _encode_head(f"HTTP/1.1 {message.code} {message.reason}", headers.items())
+        record.status = message.code
+        ex.responded = True
+        if bodyless or payload.is_eof():
+            try:
+                body = b"" if bodyless else payload.read_nowait(-1)
+            except ClientPayloadError:
+                self._upstream_broke(ex)
+                return
+            record.bytes_out = len(body)
+            last = _LAST_CHUNK if ex.response_chunked else b""
+            self._write(head + _frame(body, ex.response_chunked) + last)
+            self._finish(ex)
+        else:
+            self._write(head)
+            ex.download = asyncio.ensure_future(self._download(ex, payload))
+
+    async def _download(self, ex: _Exchange, payload: StreamReader) -> None:
+        try:
+            while True:
+                chunk = await payload.readany()
+                if not chunk:
+                    break
+                ex.record.bytes_out += len(chunk)
+                self._write(_frame(chunk, ex.response_chunked))
+                if self._paused:
+                    await self._drain_helper()
+        except ClientPayloadError:
+            self._upstream_broke(ex)
+            return
+        except ConnectionError:
+            return  # the client went away; connection_lost cleans up
+        if ex.response_chunked:
+            self._write(_LAST_CHUNK)
+        self._finish(ex)
+
+    def _upstream_broke(self, ex: _Exchange) -> None:
+        # The upstream died mid-body. Abort the client's connection so it can never take a
+        # truncated body for a complete one.
+        ex.record.upstream_error = "reset"
+        log.warning(
+            "upstream %s: connection lost mid-body (request %s)",
+            ex.record.upstream,
+            ex.record.request_id,
+        )
+        self._release(ex, reusable=False)
+        self._report(ex)
+        self.abort()
+
+    def upstream_failed(self, kind: str, responded: bool) -> None:
+        ex = self._current
+        if ex is None or ex.done or ex.responded:
+            return  # mid-body failures surface through the body stream
+        conn = ex.conn
+        if (
+            kind == "reset"
+            and conn is not None
+            and conn.reused
+            and not ex.retried
+            and not ex.has_body
+            and ex.upstream is not None
+        ):
+            # A pooled connection the server had just closed. RFC 9112 section 9.3.1 allows
+            # a retry on a new connection when nothing of the response arrived.
+            ex.retried = True
+            ex.conn = None
+            if ex.timer is not None:
+                ex.timer.cancel()
+            key = UpstreamPool.key(ex.upstream)
+            ex.connecting = asyncio.ensure_future(self._connect_and_send(ex, key))
+            return
+        self._fail(ex, kind)
+
+    # --- WebSocket relay ------------------------------------------------------------------
+
+    def _open_tunnel(self, ex: _Exchange, message: RawResponseMessage) -> None:
+        headers, set_values = ex.state.headers.client_response_headers(
+            message.headers.items(), None
+        )
+        outbound = ex.state.exchange.outbound(_inbound(ex), set_values, time.time())
+        _record_outbound(ex.record, outbound)
+        if outbound.error_body is not None:
+            self._release(ex, reusable=False)
+            ex.keep_alive = False
+            self._reply(ex, outbound.error_status, outbound.error_body)
+            return
+        for cookie in outbound.set_cookies:
+            headers.add("Set-Cookie", cookie)
+        headers["Upgrade"] = message.headers.get("Upgrade", "websocket")
+        headers["Connection"] = "Upgrade"
+        self._write(_encode_head(f"HTTP/1.1 101 {message.reason}", headers.items()))
+        ex.record.status = 101
+        ex.responded = True
+        conn = ex.conn
+        assert conn is not None
+        self._tunnel = conn
+        self._upgraded = True  # flow control now pauses the socket, not a parser
+        for data in self._upgrade_buffer or ():
+            conn.write(data)
+        self._upgrade_buffer = None
+
+    def tunnel_data(self, data: bytes) -> None:
+        self._write(data)
+
+    def tunnel_pause(self, pause: bool) -> None:
+        if self.transport is not None:
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def tunnel_closed(self) -> None:
+        self._tunnel = None
+        ex = self._current
+        if ex is not None and not ex.done:
+            ex.done = True
+            self._report(ex)
+        self._close()
+
+    # --- ending an exchange -------------------------------------------------------------------
+
+    def _fail(self, ex: _Exchange, kind: str) -> None:
+        status, error = _UPSTREAM_ERRORS[kind]
+        ex.record.upstream_error = kind
+        log.warning("upstream %s: %s (request %s)", ex.record.upstream, error, ex.record.request_id)
+        self._release(ex, reusable=False)
+        self._reply(ex, status, {"error": error})
+
+    def _reply(self, ex: _Exchange, status: int, body: dict[str, object]) -> None:
+        """Answer with the proxy's own small JSON response."""
+        if ex.body_unread:
+            ex.keep_alive = False  # the rest of the body would be read as the next request
+        if ex.upload is not None and not ex.upload.done():
+            ex.upload.cancel()
+        ex.record.status = status
+        ex.responded = True
+        self._write(_json_head(status, body, ex.record.request_id, ex.keep_alive))
+        self._finish(ex)
+
+    def _finish(self, ex: _Exchange) -> None:
+        if ex.done:
+            return
+        reusable = not ex.body_unread and ex.conn is not None
+        if ex.body_unread or self.server.closing or self._client_eof:
+            ex.keep_alive = False
+        self._release(ex, reusable)
+        self._report(ex)
+        self._current = None
+        if not ex.keep_alive:
+            self._close()
+        elif self._queue or self._parse_error is not None:
+            # Not from inside the upstream's data_received: the next request may take the
+            # very connection that is still delivering this one.
+            self._loop.call_soon(self._next)
+
+    def _release(self, ex: _Exchange, reusable: bool) -> None:
+        if ex.timer is not None:
+            ex.timer.cancel()
+            ex.timer = None
+        for task in (ex.connecting, ex.upload, ex.download):
+            if task is not None and not task.done() and task is not asyncio.current_task():
+                task.cancel()
+        conn, ex.conn = ex.conn, None
+        if conn is None:
+            return
+        if reusable:
+            self.server.pool.release(conn)
+        else:
+            conn.abort()
+
+    def _report(self, ex: _Exchange) -> None:
+        ex.done = True
+        ex.record.duration = time.perf_counter() - ex.began
+        try:
+            self.server.observer(ex.record)
+        except Exception:  # an observer must never break a connection
+            log.exception("request observer failed")
+
+
+def _inbound(ex: _Exchange) -> Inbound:
+    assert ex.inbound is not None
+    return ex.inbound
+
+
+def _record_outbound(record: RequestRecord, outbound: Outbound) -> None:
+    record.session_change = outbound.change.value
+    if outbound.chunks:
+        record.session_bytes = outbound.size
+        record.session_chunks = outbound.chunks
+
+
+def _frame(data: bytes, chunked: bool) -> bytes:
+    # RFC 9112 section 7.1: chunk-size in hex, CRLF, data, CRLF. Empty data is no chunk at all
+    # (a zero-size chunk would end the body).
+    if not chunked or not data:
+        return data
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def _joined(values: Iterable[str]) -> str | None:
+    # HTTP/2 clients may split Cookie over several fields; RFC 9113 section 8.2.3 joins with "; ".
+    values = list(values)
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else "; ".join(values)
+
+
+def _encode_head(first_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    """A request or status line and its header section, ready for the wire (RFC 9112).
+
+    Values come from aiohttp's parser or from the proxy itself, so they hold no CR or LF;
+    ``surrogateescape`` gives back any non-UTF-8 bytes a peer sent, unchanged.
+    """
+    lines = [first_line]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+
+
+def _json_head(status: int, body: dict[str, object], request_id: str, keep_alive: bool) -> bytes:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(data))),
+        ("X-Request-Id", request_id),
+    ]
+    if not keep_alive:
+        headers.append(("Connection", "close"))
+    return _encode_head(f"HTTP/1.1 {status} {_REASONS.get(status, '')}", headers) + data
+
+
+_REASONS = {
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    502: "Bad Gateway",
+    504: "Gateway Timeout",
+}
