@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian tools that the integration tests and benchmarks drive: Node.js (backend),
 # Go (backend), nginx + wrk (benchmark reference), Chromium (browser test), docker-compose v1
-# (compose validation without an engine). Idempotent; does nothing when all are present.
+# (compose validation without an engine), buildah + debootstrap (a real image build without a
+# Docker engine), iproute2 (network namespaces for the compose topology test).
+# Idempotent; does nothing when all are present.
 set -euo pipefail
 
 need=()
@@ -11,6 +13,11 @@ command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v buildah >/dev/null 2>&1 || need+=(buildah)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 for extra in ${SIDECAR_EXTRA_DEBS:-}; do need+=("$extra"); done
 
 if [ ${#need[@]} -eq 0 ]; then
