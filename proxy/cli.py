@@ -96,7 +96,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     if result.reason:
         line += f" ({result.reason})"
     if result.stale_key:
-        line += " (signed with an older secret)"
+        line += " (made with an older secret or the other mode: the proxy re-issues it)"
     print(line)
     print(result.payload)
     return EXIT_OK if result.state.value == "valid" else EXIT_USAGE

@@ -83,7 +83,7 @@ class SessionPolicy:
     refresh_after: int | None = None
     #: Largest session JSON accepted from a backend and largest decompressed payload accepted
     #: from a cookie (the decompression-bomb cap).
-    max_json_bytes: int = 262_144
+    max_json_bytes: int = 131_072
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,7 +532,7 @@ def _parse_upstream(raw: Any, path: str, errors: list[str]) -> Upstream | None:
         if not _HOST_PATTERN.fullmatch(match_host):
             s.error("host", f"expected an exact host or *.example.com, got {_show(match_host)}")
         match_host = match_host.lower()
-    default_name = parts.hostname if parts is not None and parts.hostname else f"upstream{path}"
+    default_name = f"{parts.hostname}:{port}" if parts is not None and port else f"upstream{path}"
     name = s.str_("name", default_name)
     strip_prefix = s.bool_("strip_prefix", False)
     timeout = s.number("timeout", 30.0, 0, 3600)

@@ -177,7 +177,7 @@ class SessionCodec:
         max_age: int = 1_209_600,
         encrypt: bool = False,
         compress: bool = True,
-        max_json_bytes: int = 262_144,
+        max_json_bytes: int = 131_072,
         cache_entries: int = 4096,
         cache_bytes: int = 64 << 20,
         clock: Callable[[], float] = time.time,

@@ -55,7 +55,9 @@ def test_minimal_config_takes_the_defaults() -> None:
     assert config.cookie.name == "session"
     assert config.cookie.max_age == 14 * 86400
     assert config.session.encrypt is False
-    assert config.upstreams[0].name == "127.0.0.1"
+    assert (
+        config.upstreams[0].name == "127.0.0.1:8001"
+    )  # host:port, so two upstreams on one host differ
 
 
 def test_default_config_file_parses_with_session_secret_set() -> None:

@@ -206,7 +206,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     response.content_length = size
     await response.prepare(request)
-    remaining = size
+    remaining = size if request.method != "HEAD" else 0  # HEAD: the same head, no body
     while remaining > 0:
         await response.write(piece[: min(remaining, CHUNK)])  # Waits while the client is slow.
         remaining -= CHUNK
