@@ -193,7 +193,7 @@ class UpstreamPool:
     def __init__(self, max_line_size: int, max_field_size: int) -> None:
         self._idle: dict[tuple[str, int, bool], collections.deque[UpstreamConnection]] = {}
         self._limits = (max_line_size, max_field_size)
-        self._tls = ssl.create_default_context()
+        self._tls: ssl.SSLContext | None = None  # made on first use: it reads the CA store
         self.closed = False
 
     @staticmethod
@@ -222,6 +222,8 @@ class UpstreamPool:
         """A new connection; raises OSError when the upstream cannot be reached."""
         loop = asyncio.get_running_loop()
         host, port, tls = key
+        if tls and self._tls is None:
+            self._tls = ssl.create_default_context()
         _, connection = await loop.create_connection(
             lambda: UpstreamConnection(loop, key, self._limits),
             host,
