@@ -11,15 +11,20 @@ session content. The path is cut at any query string or fragment, and path param
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import re
+import select
 import sys
 import time
 from typing import Final, TextIO
 
 from proxy.request_record import RequestRecord
+
+#: POSIX guarantees writes of up to 512 bytes to a pipe are atomic; Linux gives 4096.
+_PIPE_BUF: Final = select.PIPE_BUF
 
 LOG_LEVEL_ENV: Final = "SESSION_SIDECAR_LOG_LEVEL"
 #: Names the stderr handler configure_logging installs, so a second call replaces it.
@@ -124,8 +129,9 @@ def loggable_path(path: str) -> str:
 class AccessLog:
     """An observer that writes one access line per finished request to ``stream`` (stdout).
 
-    Each line is written with one ``write`` and flushed at once, so ``docker logs`` shows it
-    immediately and lines from several workers sharing stdout never interleave. A stream that
+    Lines are written at the end of the event-loop turn that finished their requests, so
+    ``docker logs`` shows them at once, in whole-line batches of at most PIPE_BUF bytes, so
+    lines from several workers sharing stdout never interleave. A stream that
     fails (closed, broken pipe) is reported once on the process log; later lines are dropped.
     """
 
@@ -135,11 +141,39 @@ class AccessLog:
         self._format = self.json_line if log_format == "json" else self.text_line
         self._clock = _UtcClock()
         self._broken = False
+        self._pending: list[str] = []
 
     def __call__(self, record: RequestRecord) -> None:
         line = self._format(record)
         try:
-            self.stream.write(line)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write(line)
+            return
+        # Lines finished in one turn of the event loop go out together at its end: no delay a
+        # reader could see, and one write() for many requests under load.
+        if not self._pending:
+            loop.call_soon(self.flush)
+        self._pending.append(line)
+
+    def flush(self) -> None:
+        lines, self._pending = self._pending, []
+        batch: list[str] = []
+        size = 0
+        for line in lines:
+            # A write to a pipe is atomic up to PIPE_BUF (POSIX): batches stay below it, so
+            # workers sharing stdout never interleave inside a line.
+            if batch and size + len(line) > _PIPE_BUF:
+                self._write("".join(batch))
+                batch, size = [], 0
+            batch.append(line)
+            size += len(line)
+        if batch:
+            self._write("".join(batch))
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
             self.stream.flush()
         except (OSError, ValueError) as exc:
             if not self._broken:

@@ -40,6 +40,8 @@ from proxy.upstream_connection import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("session_sidecar.proxy")
 
+#: How often overdue upstream responses are looked for: the precision of upstream timeouts.
+SWEEP_SECONDS = 0.1
 #: Requests a client may pipeline before the proxy stops reading from it.
 MAX_PIPELINED = 16
 _READ_LIMIT = 2**16
@@ -73,9 +75,20 @@ class ProxyServer:
         self.max_field_size = max_field_size
         self.connections: set[ProxyConnection] = set()
         self.closing = False
+        self._sweeping: asyncio.TimerHandle | None = None
 
     def __call__(self) -> ProxyConnection:
+        if self._sweeping is None:
+            self._sweep()
         return ProxyConnection(self)
+
+    def _sweep(self) -> None:
+        """Every SWEEP_SECONDS: answer 504 for each upstream response head that is overdue."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for connection in list(self.connections):
+            connection.check_deadline(now)
+        self._sweeping = loop.call_later(SWEEP_SECONDS, self._sweep)
 
     async def shutdown(self, timeout: float) -> None:
         """Stop keep-alive, close idle connections, let busy ones finish for ``timeout``."""
@@ -88,6 +101,8 @@ class ProxyServer:
             await asyncio.sleep(0.05)
         for connection in list(self.connections):
             connection.abort()
+        if self._sweeping is not None:
+            self._sweeping.cancel()
 
 
 class _Exchange:
@@ -98,6 +113,7 @@ class _Exchange:
         "chunked",
         "conn",
         "connecting",
+        "deadline",
         "done",
         "download",
         "expect_continue",
@@ -111,7 +127,6 @@ class _Exchange:
         "response_chunked",
         "retried",
         "state",
-        "timer",
         "upload",
         "upstream",
         "websocket",
@@ -138,7 +153,8 @@ class _Exchange:
         self.websocket = False
         self.keep_alive = keep_alive
         self.conn: UpstreamConnection | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        #: When the upstream's response head is overdue (loop time), or None.
+        self.deadline: float | None = None
         self.connecting: asyncio.Task[None] | None = None
         self.upload: asyncio.Task[None] | None = None
         self.download: asyncio.Task[None] | None = None
@@ -385,13 +401,13 @@ class ProxyConnection(BaseProtocol):
         payload = ex.payload
         if payload is EMPTY_PAYLOAD:
             conn.write(ex.head)
-            self._arm_timer(ex)
+            self._start_deadline(ex)
         elif payload.is_eof() and not ex.expect_continue:
             body = payload.read_nowait(-1)
             ex.record.bytes_in = len(body)
             tail = _LAST_CHUNK if ex.chunked else b""
             conn.write(ex.head + _frame(body, ex.chunked) + tail)
-            self._arm_timer(ex)
+            self._start_deadline(ex)
         else:
             conn.write(ex.head)
             ex.upload = asyncio.ensure_future(self._upload(ex, conn))
@@ -421,17 +437,20 @@ class ProxyConnection(BaseProtocol):
                 self._close()
             return
         if not ex.responded and not ex.done:
-            self._arm_timer(ex)
+            self._start_deadline(ex)
 
-    def _arm_timer(self, ex: _Exchange) -> None:
+    def _start_deadline(self, ex: _Exchange) -> None:
         # The timeout counts from the end of the upload: a slow, large upload is not the
-        # upstream's fault.
+        # upstream's fault. The server's sweep enforces it (no timer object per request).
         assert ex.upstream is not None
-        ex.timer = self._loop.call_later(ex.upstream.timeout, self._timed_out, ex)
+        ex.deadline = self._loop.time() + ex.upstream.timeout
 
-    def _timed_out(self, ex: _Exchange) -> None:
-        if ex is self._current and not ex.responded and not ex.done:
-            self._fail(ex, "timeout")
+    def check_deadline(self, now: float) -> None:
+        ex = self._current
+        if ex is not None and ex.deadline is not None and now >= ex.deadline:
+            ex.deadline = None
+            if not ex.responded and not ex.done:
+                self._fail(ex, "timeout")
 
     # --- events from the upstream connection ------------------------------------------------
 
@@ -439,8 +458,7 @@ class ProxyConnection(BaseProtocol):
         ex = self._current
         if ex is None or ex.done:
             return
-        if ex.timer is not None:
-            ex.timer.cancel()
+        ex.deadline = None
         if message.code == 101:
             if ex.websocket:
                 self._open_tunnel(ex, message)
@@ -547,8 +565,7 @@ class ProxyConnection(BaseProtocol):
             # a retry on a new connection when nothing of the response arrived.
             ex.retried = True
             ex.conn = None
-            if ex.timer is not None:
-                ex.timer.cancel()
+            ex.deadline = None
             key = UpstreamPool.key(ex.upstream)
             ex.connecting = asyncio.ensure_future(self._connect_and_send(ex, key))
             return
@@ -637,9 +654,7 @@ class ProxyConnection(BaseProtocol):
             self._loop.call_soon(self._next)
 
     def _release(self, ex: _Exchange, reusable: bool) -> None:
-        if ex.timer is not None:
-            ex.timer.cancel()
-            ex.timer = None
+        ex.deadline = None
         for task in (ex.connecting, ex.upload, ex.download):
             if task is not None and not task.done() and task is not asyncio.current_task():
                 task.cancel()

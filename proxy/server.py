@@ -133,6 +133,7 @@ class Worker:
     async def shutdown(self) -> None:
         await self.proxy.shutdown(self.config.shutdown_timeout)
         self.pool.close()
+        self.access_log.flush()
 
 
 async def _run_worker(config: Config, config_file: str, with_admin: bool) -> int:

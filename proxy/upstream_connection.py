@@ -57,6 +57,7 @@ class UpstreamConnection(BaseProtocol):
         self.tunnel = False
         self._limits = limits
         self._response_parser: HttpResponseParser | None = None
+        self._parses_head = False
         self._payload: StreamReader | None = None
         self._responded = False
         self._broken = False
@@ -68,6 +69,9 @@ class UpstreamConnection(BaseProtocol):
         self.owner = owner
         self._responded = False
         self._payload = None
+        if self._response_parser is not None and self._parses_head == head_request:
+            return  # a pooled connection ended its last exchange cleanly: the parser is ready
+        self._parses_head = head_request
         self._response_parser = HttpResponseParser(
             self,
             self._loop,
