@@ -105,6 +105,9 @@ class Upstream:
 class Limits:
     max_header_bytes: int = 131_072
     max_line_bytes: int = 8190
+    #: Seconds a client connection may sit with no request in flight (keep-alive, or a request
+    #: head that never completes) before it is closed.
+    idle_timeout: float = 75.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,6 +563,7 @@ def _parse_limits(raw: Any, errors: list[str]) -> Limits:
     limits = Limits(
         max_header_bytes=s.int_("max_header_bytes", d.max_header_bytes, 8192, 16 << 20),
         max_line_bytes=s.int_("max_line_bytes", d.max_line_bytes, 1024, 1 << 20),
+        idle_timeout=s.number("idle_timeout", d.idle_timeout, 0, 86400),
     )
     s.check_unknown()
     return limits

@@ -67,8 +67,10 @@ class ProxyServer:
         observer: Observer,
         max_line_size: int,
         max_field_size: int,
+        idle_timeout: float = 75.0,
     ) -> None:
         self.state = state
+        self.idle_timeout = idle_timeout
         self.pool = pool
         self.observer = observer
         self.max_line_size = max_line_size
@@ -196,6 +198,8 @@ class ProxyConnection(BaseProtocol):
         self._upgrade_buffer: list[bytes] | None = None
         self._tunnel: UpstreamConnection | None = None
         self._client_eof = False
+        #: Loop time since when the connection has had no request in flight.
+        self._idle_since = self._loop.time()
         self._peer = ""
 
     # --- the client side of the wire ------------------------------------------------------
@@ -324,6 +328,7 @@ class ProxyConnection(BaseProtocol):
             keep_alive=not message.should_close and not server.closing,
         )
         self._current = ex
+        self._idle_since = 0.0
         if message.method == "CONNECT":
             # Never a forward proxy: CONNECT would open a tunnel to a host the config doesn't name.
             self._reply(ex, 405, {"error": "method_not_allowed"})
@@ -446,6 +451,12 @@ class ProxyConnection(BaseProtocol):
         ex.deadline = self._loop.time() + ex.upstream.timeout
 
     def check_deadline(self, now: float) -> None:
+        if self._idle_since and now - self._idle_since > self.server.idle_timeout:
+            # An idle keep-alive connection, or a request head that never completes (a
+            # slow-loris client): close it rather than hold its memory forever.
+            self._idle_since = 0.0
+            self._close()
+            return
         ex = self._current
         if ex is not None and ex.deadline is not None and now >= ex.deadline:
             ex.deadline = None
@@ -646,6 +657,7 @@ class ProxyConnection(BaseProtocol):
         self._release(ex, reusable)
         self._report(ex)
         self._current = None
+        self._idle_since = self._loop.time()
         if not ex.keep_alive:
             self._close()
         elif self._queue or self._parse_error is not None:

@@ -108,6 +108,7 @@ class Worker:
             self._observe,
             max_line_size=config.limits.max_line_bytes,
             max_field_size=limit,
+            idle_timeout=config.limits.idle_timeout,
         )
 
     def _observe(self, record: RequestRecord) -> None:
