@@ -721,10 +721,8 @@ def _encode_head(first_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
     Values come from aiohttp's parser or from the proxy itself, so they hold no CR or LF;
     ``surrogateescape`` gives back any non-UTF-8 bytes a peer sent, unchanged.
     """
-    lines = [first_line]
-    lines.extend(f"{name}: {value}" for name, value in headers)
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+    lines = [f"{name}: {value}\r\n" for name, value in headers]
+    return f"{first_line}\r\n{''.join(lines)}\r\n".encode("utf-8", "surrogateescape")
 
 
 def _json_head(status: int, body: dict[str, object], request_id: str, keep_alive: bool) -> bytes:

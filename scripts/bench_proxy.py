@@ -254,6 +254,7 @@ def main() -> int:
             ("backend direct", backend_port, None),
             ("nginx proxy_pass", nginx_port, None),
             ("nginx, 4 KB cookie", nginx_port, cookie4),
+            ("nginx, 40 KB cookie", nginx_port, cookie40),
             ("aiohttp hello (ceiling)", hello_port, None),
             ("sidecar, no session", proxy_port, None),
             ("sidecar, 4 KB session", proxy_port, cookie4),
