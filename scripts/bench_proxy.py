@@ -330,10 +330,9 @@ def stream(proxy: subprocess.Popen[bytes], port: int, mib: int, cpu: str) -> Non
                     "POST",
                     "-H",
                     "Content-Type: application/octet-stream",
-                    "-H",
-                    "Transfer-Encoding: chunked",
-                    "--data-binary",
-                    "@-",
+                    # -T streams stdin (chunked); --data-binary would load 1 GiB into memory.
+                    "-T",
+                    "-",
                     f"{base}/upload",
                 ],
             ),
