@@ -172,7 +172,8 @@ def machine() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=5, help="per run and round")
+    parser.add_argument("--rounds", type=int, default=3, help="median of this many rounds")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--stream-mib", type=int, default=1024)
     args = parser.parse_args()
@@ -262,16 +263,23 @@ def main() -> int:
         ]
         print(f"machine: {machine()}")
         print(
-            f"wrk -t1 -c{args.connections} -d{args.seconds}s; proxies pinned to CPU {proxy_cpu}, "
+            f"wrk -t1 -c{args.connections} -d{args.seconds}s, median of {args.rounds} interleaved "
+            f"rounds; proxies pinned to CPU {proxy_cpu}, "
             f"backend (Go) and wrk to CPU {other_cpu}"
         )
         for _, port, cookie in runs:  # warm-up: connection pools, caches
             wrk(f"http://127.0.0.1:{port}{path}", other_cpu, 1, args.connections, cookie)
-        results = {}
-        for name, port, cookie in runs:
-            results[name] = wrk(
-                f"http://127.0.0.1:{port}{path}", other_cpu, args.seconds, args.connections, cookie
-            )
+        # Rounds interleave the runs, so a noisy neighbour hits all of them alike; each run's
+        # figures are those of its median round by requests/s.
+        rounds: dict[str, list[WrkResult]] = {name: [] for name, _, _ in runs}
+        for _ in range(args.rounds):
+            for name, port, cookie in runs:
+                url = f"http://127.0.0.1:{port}{path}"
+                rounds[name].append(wrk(url, other_cpu, args.seconds, args.connections, cookie))
+        results = {
+            name: sorted(found, key=lambda r: r.rps)[len(found) // 2]
+            for name, found in rounds.items()
+        }
         reference = results["nginx proxy_pass"].rps
         header = ("run", "requests/s", "p50 ms", "p99 ms", "x nginx")
         print("\n| {:<24} | {:>10} | {:>7} | {:>7} | {:>7} | errors |".format(*header))
