@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -299,7 +300,12 @@ class ProxyConnection(BaseProtocol):
             return
         if self._parse_error is not None:
             status, error = self._parse_error
-            self._write(_json_head(status, {"error": error}, "-", keep_alive=False))
+            self._parse_error = None
+            request_id = os.urandom(16).hex()
+            self._write(_json_head(status, {"error": error}, request_id, keep_alive=False))
+            # Logged and counted like any request; nothing of it was readable but its fate.
+            record = RequestRecord(request_id, self._peer, "-", "-", status, started=time.time())
+            self._report_record(record)
             self._close()
         elif self._client_eof or self.server.closing:
             self._close()
@@ -599,6 +605,8 @@ class ProxyConnection(BaseProtocol):
             headers.add("Set-Cookie", cookie)
         headers["Upgrade"] = message.headers.get("Upgrade", "websocket")
         headers["Connection"] = "Upgrade"
+        if "X-Request-Id" not in headers:
+            headers["X-Request-Id"] = ex.record.request_id
         self._write(_encode_head(f"HTTP/1.1 101 {message.reason}", headers.items()))
         ex.record.status = 101
         ex.responded = True
@@ -681,8 +689,11 @@ class ProxyConnection(BaseProtocol):
     def _report(self, ex: _Exchange) -> None:
         ex.done = True
         ex.record.duration = time.perf_counter() - ex.began
+        self._report_record(ex.record)
+
+    def _report_record(self, record: RequestRecord) -> None:
         try:
-            self.server.observer(ex.record)
+            self.server.observer(record)
         except Exception:  # an observer must never break a connection
             log.exception("request observer failed")
 
