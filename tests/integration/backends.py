@@ -8,7 +8,6 @@
 import atexit
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -18,8 +17,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Literal, Self
+from typing import Final, Literal
+
+from tests.integration.processes import ManagedProcess
 
 #: The repository checkout these tests belong to.
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
@@ -29,7 +29,6 @@ BackendKind = Literal["python", "node", "go"]
 BACKEND_KINDS: Final[tuple[BackendKind, ...]] = ("python", "node", "go")
 
 STARTUP_TIMEOUT: Final = 20.0
-STOP_TIMEOUT: Final = 10.0
 #: Node's own default is 16 KB of headers in all; the tests send 48 KB of X-Session.
 NODE_MAX_HEADER_SIZE: Final = 131072
 
@@ -50,7 +49,7 @@ class BackendStartError(BackendError):
     """The backend process exited or did not answer ``/healthz`` in time."""
 
 
-class RunningBackend:
+class RunningBackend(ManagedProcess):
     """A started backend process. Its stdout and stderr go to ``log_path``."""
 
     def __init__(
@@ -66,34 +65,7 @@ class RunningBackend:
         self.port: Final = port
         #: Base URL without a trailing slash, e.g. ``http://127.0.0.1:8001``.
         self.url: Final = f"http://{host}:{port}"
-        self.process: Final = process
-        self.log_path: Final = log_path
-
-    def output(self) -> str:
-        """Everything the process has printed so far."""
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """Send SIGTERM, wait, kill if it does not exit; return the exit code. Idempotent."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+        super().__init__(process, log_path)
 
     def __repr__(self) -> str:
         return f"<RunningBackend {self.kind} {self.url} pid={self.process.pid}>"

@@ -16,12 +16,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import yaml
 
 from tests.integration.backends import REPO_ROOT, free_port
+from tests.integration.processes import ManagedProcess
 
 SECRET_1: Final = "test-secret-one-0123456789abcdefghijklmnop"
 SECRET_2: Final = "test-secret-two-0123456789abcdefghijklmnop"
@@ -41,7 +41,9 @@ def base_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
     return config
 
 
-class RunningProxy:
+class RunningProxy(ManagedProcess):
+    stop_timeout = 40.0  # a graceful shutdown may wait for in-flight requests
+
     def __init__(
         self,
         process: subprocess.Popen[bytes],
@@ -50,15 +52,11 @@ class RunningProxy:
         config_path: Path,
         log_path: Path,
     ) -> None:
-        self.process = process
+        super().__init__(process, log_path)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.admin_url = f"http://127.0.0.1:{admin_port}" if admin_port else None
         self.config_path = config_path
-        self.log_path = log_path
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def rewrite_config(self, config: dict[str, Any]) -> None:
         """Replace the configuration file (keeping the listening port) for a SIGHUP reload."""
@@ -68,28 +66,6 @@ class RunningProxy:
 
     def signal(self, sig: signal.Signals) -> None:
         self.process.send_signal(sig)
-
-    def stop(self, timeout: float = 40.0) -> int:
-        """SIGTERM, wait, kill if needed; return the exit code. Idempotent."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_proxy(config: dict[str, Any], env: dict[str, str] | None = None) -> RunningProxy:
