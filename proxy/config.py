@@ -187,9 +187,6 @@ class _Section:
         self.seen.add(name)
         return self.raw.get(name)
 
-    def has(self, name: str) -> bool:
-        return name in self.raw
-
     def error(self, name: str, message: str) -> None:
         self.errors.append(f"{self.key(name)}: {message}")
 

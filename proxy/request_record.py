@@ -38,7 +38,3 @@ class RequestRecord:
 
 
 Observer = Callable[[RequestRecord], None]
-
-
-def ignore(record: RequestRecord) -> None:
-    """An observer that does nothing (tests, the CLI)."""
