@@ -218,6 +218,8 @@ class ProxyConnection(BaseProtocol):
             return
         if self._upgrade_buffer is not None:
             self._upgrade_buffer.append(data)  # frames sent before the upstream's 101
+            if sum(map(len, self._upgrade_buffer)) > _READ_LIMIT and self.transport is not None:
+                self.transport.pause_reading()  # resumed when the tunnel opens
             return
         try:
             messages, upgraded, tail = self._request_parser.feed_data(data)
@@ -617,6 +619,8 @@ class ProxyConnection(BaseProtocol):
         for data in self._upgrade_buffer or ():
             conn.write(data)
         self._upgrade_buffer = None
+        if self.transport is not None:
+            self.transport.resume_reading()
 
     def tunnel_data(self, data: bytes) -> None:
         self._write(data)
