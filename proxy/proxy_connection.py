@@ -355,6 +355,9 @@ class ProxyConnection(BaseProtocol):
         inbound = ex.inbound = state.exchange.inbound(_joined(headers_in.getall("Cookie", ())))
         record.session_state = inbound.state.value
         record.session_reason = inbound.reason
+        if inbound.reason and log.isEnabledFor(logging.DEBUG):
+            # The reason is one of the codec's fixed phrases: it never quotes the cookie.
+            log.debug("request %s: session invalid: %s", record.request_id, inbound.reason)
         if inbound.chunk_count:
             record.session_bytes = inbound.result.size
             record.session_chunks = inbound.chunk_count

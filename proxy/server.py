@@ -27,7 +27,7 @@ from typing import Any
 from proxy.access_log import AccessLog, configure_logging
 from proxy.admin import start_admin
 from proxy.cli import codec_from_config
-from proxy.config import Config, ConfigError, load_config
+from proxy.config import Config, ConfigError, iter_summary, load_config
 from proxy.metrics import RequestMetrics
 from proxy.proxy_connection import ProxyServer
 from proxy.proxy_state import ProxyState
@@ -153,6 +153,8 @@ async def _run_worker(config: Config, config_file: str, with_admin: bool) -> int
     loop.add_signal_handler(signal.SIGHUP, worker.reload)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)
     log.info("listening on %s (pid %d)", config.listen, os.getpid())
+    for line in iter_summary(config):  # shapes and counts only, never a secret
+        log.debug("configuration: %s", line)
     await stop.wait()
     log.info("stopping: finishing in-flight requests (up to %gs)", config.shutdown_timeout)
     listener.close()
