@@ -23,6 +23,8 @@ from typing import Final, TextIO
 
 from proxy.request_record import RequestRecord
 
+#: The longest an access line waits to be written.
+FLUSH_SECONDS: Final = 0.05
 #: POSIX guarantees writes of up to 512 bytes to a pipe are atomic; Linux gives 4096.
 _PIPE_BUF: Final = select.PIPE_BUF
 
@@ -129,9 +131,9 @@ def loggable_path(path: str) -> str:
 class AccessLog:
     """An observer that writes one access line per finished request to ``stream`` (stdout).
 
-    Lines are written at the end of the event-loop turn that finished their requests, so
-    ``docker logs`` shows them at once, in whole-line batches of at most PIPE_BUF bytes, so
-    lines from several workers sharing stdout never interleave. A stream that
+    Lines are written within 50 ms of their request's end, so ``docker logs`` shows them at
+    once, in whole-line batches of at most PIPE_BUF bytes, so lines from several workers sharing
+    stdout never interleave. A stream that
     fails (closed, broken pipe) is reported once on the process log; later lines are dropped.
     """
 
@@ -142,6 +144,7 @@ class AccessLog:
         self._clock = _UtcClock()
         self._broken = False
         self._pending: list[str] = []
+        self._pending_size = 0
 
     def __call__(self, record: RequestRecord) -> None:
         line = self._format(record)
@@ -150,14 +153,18 @@ class AccessLog:
         except RuntimeError:
             self._write(line)
             return
-        # Lines finished in one turn of the event loop go out together at its end: no delay a
-        # reader could see, and one write() for many requests under load.
+        # Lines go out together, at most FLUSH_SECONDS after the first of them or as soon as
+        # they fill a pipe-atomic write: one write() for many requests under load.
         if not self._pending:
-            loop.call_soon(self.flush)
+            loop.call_later(FLUSH_SECONDS, self.flush)
         self._pending.append(line)
+        self._pending_size += len(line)
+        if self._pending_size >= _PIPE_BUF:
+            self.flush()
 
     def flush(self) -> None:
         lines, self._pending = self._pending, []
+        self._pending_size = 0
         batch: list[str] = []
         size = 0
         for line in lines:
