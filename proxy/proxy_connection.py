@@ -397,6 +397,7 @@ class ProxyConnection(BaseProtocol):
 
     async def _connect_and_send(self, ex: _Exchange, key: tuple[str, int, bool]) -> None:
         assert ex.upstream is not None
+        started = self._loop.time()
         try:
             async with asyncio.timeout(ex.upstream.timeout):
                 conn = await self.server.pool.connect(key)
@@ -410,6 +411,9 @@ class ProxyConnection(BaseProtocol):
             conn.close()
             return
         self._send(ex, conn)
+        if ex.deadline is not None and not ex.has_body:
+            # One budget for connecting and answering: a slow connect leaves less for the head.
+            ex.deadline = started + ex.upstream.timeout
 
     def _send(self, ex: _Exchange, conn: UpstreamConnection) -> None:
         ex.conn = conn
