@@ -89,6 +89,8 @@ class HeaderPolicy:
             address = ipaddress.ip_address(peer)
         except ValueError:
             return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # an IPv4 client on a dual-stack [::] socket
         return any(address in net for net in self.trusted)
 
     def upstream_request_headers(
@@ -97,7 +99,8 @@ class HeaderPolicy:
         """Headers for the upstream: the client's, minus owned, hop-by-hop and untrusted
         forwarding headers, plus X-Forwarded-*. Session headers are added by the caller."""
         drop = self._request_drop
-        connection = headers.get("Connection")
+        # RFC 9110 section 5.3: several Connection lines are one comma-separated list.
+        connection = ",".join(headers.getall("Connection", ()))
         if connection:
             drop = drop | {canonical_name(t.strip()) for t in connection.split(",")}
         trusted = self.is_trusted(info.peer)
@@ -116,7 +119,9 @@ class HeaderPolicy:
     def _add_forwarding(out: CIMultiDict[str], info: ForwardingInfo, trusted: bool) -> None:
         prior = out.getall("X-Forwarded-For", []) if trusted else []
         out.popall("X-Forwarded-For", None)
-        out["X-Forwarded-For"] = ", ".join([*prior, info.peer]) if info.peer else ", ".join(prior)
+        chain = [*prior, info.peer] if info.peer else prior
+        if chain:
+            out["X-Forwarded-For"] = ", ".join(chain)
         if not trusted or "X-Forwarded-Proto" not in out:
             out["X-Forwarded-Proto"] = info.scheme
         if not trusted or "X-Forwarded-Host" not in out:

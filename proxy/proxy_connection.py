@@ -210,7 +210,9 @@ class ProxyConnection(BaseProtocol):
         self.server.connections.add(self)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
-            self._peer = str(peer[0])
+            host = str(peer[0])
+            # An IPv4 client of a dual-stack [::] socket shows as ::ffff:a.b.c.d; log it as IPv4.
+            self._peer = host[7:] if host.startswith("::ffff:") and "." in host else host
 
     def data_received(self, data: bytes) -> None:
         if self._tunnel is not None:
@@ -494,7 +496,7 @@ class ProxyConnection(BaseProtocol):
         state = ex.state
         record = ex.record
         headers, set_values = state.headers.client_response_headers(
-            message.headers.items(), message.headers.get("Connection")
+            message.headers.items(), ",".join(message.headers.getall("Connection", ()))
         )
         outbound = state.exchange.outbound(_inbound(ex), set_values, time.time())
         _record_outbound(record, outbound)

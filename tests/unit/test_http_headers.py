@@ -290,3 +290,19 @@ def test_hop_by_hop_response_headers_are_dropped() -> None:
 def test_response_headers_named_in_connection_are_dropped() -> None:
     out, _ = response(("Connection", "X-Hop"), ("X-Hop", "1"), ("X_Hop", "2"), connection="X-Hop")
     assert len(out) == 0
+
+
+def test_headers_named_in_every_connection_header_are_dropped() -> None:
+    # RFC 9110 section 5.3: two Connection lines are one list.
+    out = upstream(("Connection", "keep-alive"), ("Connection", "X-Hop"), ("X-Hop", "1"))
+    assert "x-hop" not in names(out)
+
+
+def test_ipv4_mapped_peer_is_trusted_by_its_ipv4_network() -> None:
+    # An IPv4 client of a dual-stack [::] socket shows up as ::ffff:a.b.c.d.
+    assert POLICY.is_trusted("::ffff:10.1.2.3")
+
+
+def test_no_forwarded_for_header_when_the_peer_is_unknown() -> None:
+    out = upstream(info=ForwardingInfo(peer="", scheme="http", host="example.com"))
+    assert "x-forwarded-for" not in names(out)
