@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.backends import BackendKind, RunningBackend, start_backend
+from tests.integration.backends import RunningBackend
 from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import CookieClient, RawConnection, raw_request
 from tests.integration.scripted_backend import ScriptedBackend, canned_response
@@ -20,26 +20,6 @@ from tests.integration.sidecar import RunningProxy, base_config
 pytestmark = pytest.mark.integration
 
 SPOOF = '{"user":"mallory","admin":true}'
-
-
-@pytest.fixture(scope="module")
-def python_backend() -> Iterator[RunningBackend]:
-    with start_backend("python") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def proxy(python_backend: RunningBackend) -> Iterator[RunningProxy]:
-    with WATCH.start_proxy(base_config(python_backend.url)) as running:
-        yield running
-
-
-@pytest.fixture(scope="module", params=["python", "node"])
-def any_proxy(request: pytest.FixtureRequest) -> Iterator[RunningProxy]:
-    """A proxy in front of the Python backend, then one in front of the Node backend."""
-    kind: BackendKind = request.param
-    with start_backend(kind) as backend, WATCH.start_proxy(base_config(backend.url)) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

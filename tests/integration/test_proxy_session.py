@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 
 from proxy.session_codec import DecodeResult, SessionCodec, SessionState
-from tests.integration.backends import BackendKind, RunningBackend, start_backend
+from tests.integration.backends import RunningBackend
 from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import (
     CookieClient,
@@ -62,26 +62,6 @@ def assert_expired_chunk(cookie: SetCookie) -> None:
     assert cookie.attributes["max-age"] == "0"
     assert cookie.attributes["expires"] == "Thu, 01 Jan 1970 00:00:00 GMT"
     assert cookie.attributes["path"] == "/"
-
-
-@pytest.fixture(scope="module")
-def python_backend() -> Iterator[RunningBackend]:
-    with start_backend("python") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def proxy(python_backend: RunningBackend) -> Iterator[RunningProxy]:
-    with WATCH.start_proxy(base_config(python_backend.url)) as running:
-        yield running
-
-
-@pytest.fixture(scope="module", params=["python", "node"])
-def any_proxy(request: pytest.FixtureRequest) -> Iterator[RunningProxy]:
-    """A proxy in front of the Python backend, then one in front of the Node backend."""
-    kind: BackendKind = request.param
-    with start_backend(kind) as backend, WATCH.start_proxy(base_config(backend.url)) as running:
-        yield running
 
 
 @pytest.fixture
