@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.client_exceptions import ClientPayloadError
@@ -31,13 +31,14 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage, RawResponseMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
-from proxy.config import Upstream
 from proxy.http_headers import ForwardingInfo
+from proxy.proxy_exchange import Exchange
 from proxy.proxy_state import ProxyState
 from proxy.request_record import Observer, RequestRecord
 from proxy.routing import normalize_path
 from proxy.session_exchange import Inbound, Outbound
 from proxy.upstream_connection import UpstreamConnection, UpstreamPool
+from proxy.websocket_tunnel import Handshake, accepts, classify_request
 
 log = logging.getLogger("session_sidecar.proxy")
 
@@ -48,13 +49,16 @@ MAX_PIPELINED = 16
 _READ_LIMIT = 2**16
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
+#: RFC 6455 section 4.4: a server that does not speak the client's version names its own.
+_WS_VERSION = (("Sec-WebSocket-Version", "13"),)
 _UPSTREAM_ERRORS = {
     "refused": (502, "upstream_unreachable"),
     "timeout": (504, "upstream_timeout"),
     "reset": (502, "upstream_connection_failed"),
     "bad_response": (502, "upstream_bad_response"),
-    # The issue's rule for an oversized header either way: 431, never a hang or a 500.
-    "header_too_large": (431, "upstream_header_too_large"),
+    # The upstream's fault, not the client's: 502, never 431 (RFC 6585 section 5 speaks of
+    # the request's header fields).
+    "header_too_large": (502, "upstream_header_too_large"),
 }
 
 
@@ -108,73 +112,6 @@ class ProxyServer:
             self._sweeping.cancel()
 
 
-class _Exchange:
-    """One request on its way through the proxy."""
-
-    __slots__ = (
-        "began",
-        "chunked",
-        "conn",
-        "connecting",
-        "deadline",
-        "done",
-        "download",
-        "expect_continue",
-        "head",
-        "inbound",
-        "keep_alive",
-        "message",
-        "payload",
-        "record",
-        "responded",
-        "response_chunked",
-        "retried",
-        "state",
-        "upload",
-        "upstream",
-        "websocket",
-    )
-
-    def __init__(
-        self,
-        message: RawRequestMessage,
-        payload: StreamReader,
-        record: RequestRecord,
-        state: ProxyState,
-        keep_alive: bool,
-    ) -> None:
-        self.message = message
-        self.payload = payload
-        self.record = record
-        self.began = time.perf_counter()
-        self.state = state
-        self.upstream: Upstream | None = None
-        self.inbound: Inbound | None = None
-        self.head = b""
-        self.chunked = False
-        self.expect_continue = False
-        self.websocket = False
-        self.keep_alive = keep_alive
-        self.conn: UpstreamConnection | None = None
-        #: When the upstream's response head is overdue (loop time), or None.
-        self.deadline: float | None = None
-        self.connecting: asyncio.Task[None] | None = None
-        self.upload: asyncio.Task[None] | None = None
-        self.download: asyncio.Task[None] | None = None
-        self.retried = False
-        self.responded = False
-        self.response_chunked = False
-        self.done = False
-
-    @property
-    def has_body(self) -> bool:
-        return self.payload is not EMPTY_PAYLOAD
-
-    @property
-    def body_unread(self) -> bool:
-        return self.payload is not EMPTY_PAYLOAD and not self.payload.is_eof()
-
-
 class ProxyConnection(BaseProtocol):
     """One client connection on the proxied port."""
 
@@ -194,7 +131,7 @@ class ProxyConnection(BaseProtocol):
         # resumes it with data_received(b"") once the body is read.
         self._parser = self._request_parser
         self._queue: deque[tuple[RawRequestMessage, StreamReader]] = deque()
-        self._current: _Exchange | None = None
+        self._current: Exchange | None = None
         self._parse_error: tuple[int, str] | None = None
         self._upgrade_buffer: list[bytes] | None = None
         self._tunnel: UpstreamConnection | None = None
@@ -253,7 +190,7 @@ class ProxyConnection(BaseProtocol):
         if ex is not None and not ex.done:
             if not ex.responded:
                 ex.record.status = 499  # the client went away first (nginx's convention)
-            self._release(ex, reusable=False)
+            self._release(ex, clean=False)
             self._report(ex)
         self._queue.clear()
 
@@ -330,7 +267,7 @@ class ProxyConnection(BaseProtocol):
             path=url.raw_path[:512],
             started=time.time(),
         )
-        ex = _Exchange(
+        ex = Exchange(
             message,
             payload,
             record,
@@ -374,15 +311,27 @@ class ProxyConnection(BaseProtocol):
         headers[policy.session_header] = inbound.payload
         headers[policy.status_header] = inbound.state.value
         headers["X-Request-Id"] = record.request_id
-        if message.upgrade:
-            upgrade = headers_in.get("Upgrade", "")
-            if message.method == "GET" and upgrade.lower() == "websocket":
+        if message.upgrade:  # llhttp: an Upgrade header that Connection names
+            handshake = classify_request(message.method, message.version, headers_in)
+            if handshake is Handshake.WEBSOCKET and ex.has_body:
+                handshake = Handshake.BAD_KEY  # section 4.1: the handshake is a bodiless GET
+            if handshake is Handshake.BAD_KEY:
+                ex.keep_alive = False
+                self._reply(ex, 400, {"error": "bad_websocket_handshake"})
+                return
+            if handshake is Handshake.BAD_VERSION:
+                ex.keep_alive = False
+                self._reply(ex, 426, {"error": "websocket_version"}, _WS_VERSION)
+                return
+            if handshake is Handshake.WEBSOCKET:
                 # Upgrade and Connection are hop-by-hop; this hop asks for the upgrade again.
                 headers["Connection"] = "Upgrade"
-                headers["Upgrade"] = upgrade
-                ex.websocket = record.websocket = True
-            else:
-                ex.keep_alive = False  # an upgrade we do not relay: no reuse after it
+                headers["Upgrade"] = headers_in["Upgrade"]
+                ex.websocket_key = headers_in["Sec-WebSocket-Key"].strip()
+                record.websocket = True
+            # Any upgrade: once the upstream answers, this connection is not reused, so no
+            # bytes sent after the head can ever be read as a request of their own.
+            ex.keep_alive = False
         if ex.has_body:
             ex.expect_continue = headers_in.get("Expect", "").lower() == "100-continue"
             if "Content-Length" not in headers:
@@ -397,7 +346,7 @@ class ProxyConnection(BaseProtocol):
         else:
             ex.connecting = asyncio.ensure_future(self._connect_and_send(ex, key))
 
-    async def _connect_and_send(self, ex: _Exchange, key: tuple[str, int, bool]) -> None:
+    async def _connect_and_send(self, ex: Exchange, key: tuple[str, int, bool]) -> None:
         assert ex.upstream is not None
         started = self._loop.time()
         try:
@@ -417,24 +366,24 @@ class ProxyConnection(BaseProtocol):
             # One budget for connecting and answering: a slow connect leaves less for the head.
             ex.deadline = started + ex.upstream.timeout
 
-    def _send(self, ex: _Exchange, conn: UpstreamConnection) -> None:
+    def _send(self, ex: Exchange, conn: UpstreamConnection) -> None:
         ex.conn = conn
         conn.start(self, head_request=ex.message.method == "HEAD")
         payload = ex.payload
         if payload is EMPTY_PAYLOAD:
-            conn.write(ex.head)
+            ex.request_sent = conn.write(ex.head)
             self._start_deadline(ex)
         elif payload.is_eof() and not ex.expect_continue:
             body = payload.read_nowait(-1)
             ex.record.bytes_in = len(body)
             tail = _LAST_CHUNK if ex.chunked else b""
-            conn.write(ex.head + _frame(body, ex.chunked) + tail)
+            ex.request_sent = conn.write(ex.head + _frame(body, ex.chunked) + tail)
             self._start_deadline(ex)
         else:
             conn.write(ex.head)
             ex.upload = asyncio.ensure_future(self._upload(ex, conn))
 
-    async def _upload(self, ex: _Exchange, conn: UpstreamConnection) -> None:
+    async def _upload(self, ex: Exchange, conn: UpstreamConnection) -> None:
         # RFC 9110 section 10.1.1: the client waits for 100 Continue before sending the body.
         # It is sent only now, once the upstream connection is up and the body is wanted.
         if ex.expect_continue and not ex.responded:
@@ -449,19 +398,18 @@ class ProxyConnection(BaseProtocol):
                 if not conn.write(_frame(chunk, ex.chunked)):
                     return  # the upstream went away; its connection_lost reports it
                 await conn.drain()
-            if ex.chunked:
-                conn.write(_LAST_CHUNK)
+            ex.request_sent = conn.write(_LAST_CHUNK) if ex.chunked else True
         except (ConnectionError, ClientPayloadError, HttpProcessingError):
             # The client's body broke off: nothing complete can reach the upstream.
             ex.keep_alive = False
             if not ex.responded:
-                self._release(ex, reusable=False)
+                self._release(ex, clean=False)
                 self._close()
             return
         if not ex.responded and not ex.done:
             self._start_deadline(ex)
 
-    def _start_deadline(self, ex: _Exchange) -> None:
+    def _start_deadline(self, ex: Exchange) -> None:
         # The timeout counts from the end of the upload: a slow, large upload is not the
         # upstream's fault. The server's sweep enforces it (no timer object per request).
         assert ex.upstream is not None
@@ -488,10 +436,15 @@ class ProxyConnection(BaseProtocol):
             return
         ex.deadline = None
         if message.code == 101:
-            if ex.websocket:
+            # RFC 6455 section 4.1: a 101 opens the tunnel only as the answer to this very
+            # handshake. Anything else (a status-echo route, a switch unasked) is a 502 with
+            # both connections closed, so nothing sent after it is ever relayed unparsed.
+            connection = ",".join(message.headers.getall("Connection", ()))
+            if ex.websocket and accepts(message.headers, connection, ex.websocket_key):
                 self._open_tunnel(ex, message)
             else:
-                self._fail(ex, "bad_response")  # switched protocols unasked
+                ex.keep_alive = False
+                self._fail(ex, "bad_response")
             return
         state = ex.state
         record = ex.record
@@ -507,7 +460,7 @@ class ProxyConnection(BaseProtocol):
                 outbound.detail,
                 record.request_id,
             )
-            self._release(ex, reusable=False)
+            self._release(ex, clean=False)
             self._reply(ex, outbound.error_status, outbound.error_body)
             return
         for cookie in outbound.set_cookies:
@@ -515,9 +468,10 @@ class ProxyConnection(BaseProtocol):
         if "X-Request-Id" not in headers:
             headers["X-Request-Id"] = record.request_id
         bodyless = ex.message.method == "HEAD" or message.code in (204, 304)
-        if not bodyless and "Content-Length" not in message.headers:
-            # Chunked or close-delimited upstream body: chunk it again for an HTTP/1.1 client,
-            # close-delimit it for HTTP/1.0 (RFC 9112 sections 6.3 and 7).
+        if not bodyless and "Content-Length" not in headers:
+            # Framing is per hop (RFC 9112 section 6), decided on the headers this hop sends:
+            # a chunked, close-delimited or otherwise unframed upstream body is chunked again
+            # for an HTTP/1.1 client and close-delimited for HTTP/1.0 (sections 6.3 and 7).
             if ex.message.version >= (1, 1):
                 headers["Transfer-Encoding"] = "chunked"
                 ex.response_chunked = True
@@ -544,7 +498,7 @@ class ProxyConnection(BaseProtocol):
             self._write(head)
             ex.download = asyncio.ensure_future(self._download(ex, payload))
 
-    async def _download(self, ex: _Exchange, payload: StreamReader) -> None:
+    async def _download(self, ex: Exchange, payload: StreamReader) -> None:
         try:
             while True:
                 chunk = await payload.readany()
@@ -563,7 +517,7 @@ class ProxyConnection(BaseProtocol):
             self._write(_LAST_CHUNK)
         self._finish(ex)
 
-    def _upstream_broke(self, ex: _Exchange) -> None:
+    def _upstream_broke(self, ex: Exchange) -> None:
         # The upstream died mid-body. Abort the client's connection so it can never take a
         # truncated body for a complete one.
         ex.record.upstream_error = "reset"
@@ -572,11 +526,11 @@ class ProxyConnection(BaseProtocol):
             ex.record.upstream,
             ex.record.request_id,
         )
-        self._release(ex, reusable=False)
+        self._release(ex, clean=False)
         self._report(ex)
         self.abort()
 
-    def upstream_failed(self, kind: str, responded: bool) -> None:
+    def upstream_failed(self, kind: str, sizes: tuple[int, int] | None = None) -> None:
         ex = self._current
         if ex is None or ex.done or ex.responded:
             return  # mid-body failures surface through the body stream
@@ -597,24 +551,24 @@ class ProxyConnection(BaseProtocol):
             key = UpstreamPool.key(ex.upstream)
             ex.connecting = asyncio.ensure_future(self._connect_and_send(ex, key))
             return
-        self._fail(ex, kind)
+        self._fail(ex, kind, sizes)
 
     # --- WebSocket relay ------------------------------------------------------------------
 
-    def _open_tunnel(self, ex: _Exchange, message: RawResponseMessage) -> None:
+    def _open_tunnel(self, ex: Exchange, message: RawResponseMessage) -> None:
         headers, set_values = ex.state.headers.client_response_headers(
             message.headers.items(), None
         )
         outbound = ex.state.exchange.outbound(_inbound(ex), set_values, time.time())
         _record_outbound(ex.record, outbound)
         if outbound.error_body is not None:
-            self._release(ex, reusable=False)
+            self._release(ex, clean=False)
             ex.keep_alive = False
             self._reply(ex, outbound.error_status, outbound.error_body)
             return
         for cookie in outbound.set_cookies:
             headers.add("Set-Cookie", cookie)
-        headers["Upgrade"] = message.headers.get("Upgrade", "websocket")
+        headers["Upgrade"] = message.headers["Upgrade"]  # checked by accepts()
         headers["Connection"] = "Upgrade"
         if "X-Request-Id" not in headers:
             headers["X-Request-Id"] = ex.record.request_id
@@ -623,6 +577,7 @@ class ProxyConnection(BaseProtocol):
         ex.responded = True
         conn = ex.conn
         assert conn is not None
+        conn.open_tunnel()
         self._tunnel = conn
         self._upgraded = True  # flow control now pauses the socket, not a parser
         for data in self._upgrade_buffer or ():
@@ -632,7 +587,8 @@ class ProxyConnection(BaseProtocol):
             self.transport.resume_reading()
 
     def tunnel_data(self, data: bytes) -> None:
-        self._write(data)
+        if self._tunnel is not None:
+            self._write(data)
 
     def tunnel_pause(self, pause: bool) -> None:
         if self.transport is not None:
@@ -651,31 +607,49 @@ class ProxyConnection(BaseProtocol):
 
     # --- ending an exchange -------------------------------------------------------------------
 
-    def _fail(self, ex: _Exchange, kind: str) -> None:
+    def _fail(self, ex: Exchange, kind: str, sizes: tuple[int, int] | None = None) -> None:
         status, error = _UPSTREAM_ERRORS[kind]
         ex.record.upstream_error = kind
-        log.warning("upstream %s: %s (request %s)", ex.record.upstream, error, ex.record.request_id)
-        self._release(ex, reusable=False)
-        self._reply(ex, status, {"error": error})
+        body: dict[str, object] = {"error": error}
+        if sizes is None:
+            log.warning(
+                "upstream %s: %s (request %s)", ex.record.upstream, error, ex.record.request_id
+            )
+        else:
+            body["bytes"], body["limit"] = sizes
+            log.warning(
+                "upstream %s: %s: %d bytes, limit %d (request %s)",
+                ex.record.upstream,
+                error,
+                *sizes,
+                ex.record.request_id,
+            )
+        self._reply(ex, status, body)
 
-    def _reply(self, ex: _Exchange, status: int, body: dict[str, object]) -> None:
-        """Answer with the proxy's own small JSON response."""
+    def _reply(
+        self,
+        ex: Exchange,
+        status: int,
+        body: Mapping[str, object],
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Answer with the proxy's own small JSON response; no upstream connection survives
+        it (one that carried part of this request is closed, never pooled)."""
         if ex.body_unread:
             ex.keep_alive = False  # the rest of the body would be read as the next request
-        if ex.upload is not None and not ex.upload.done():
-            ex.upload.cancel()
+        self._release(ex, clean=False)
         ex.record.status = status
         ex.responded = True
-        self._write(_json_head(status, body, ex.record.request_id, ex.keep_alive))
+        self._write(_json_head(status, body, ex.record.request_id, ex.keep_alive, extra))
         self._finish(ex)
 
-    def _finish(self, ex: _Exchange) -> None:
+    def _finish(self, ex: Exchange) -> None:
         if ex.done:
             return
-        reusable = not ex.body_unread and ex.conn is not None
         if ex.body_unread or self.server.closing or self._client_eof:
             ex.keep_alive = False
-        self._release(ex, reusable)
+        # The response has ended; the exchange decides whether the request did too.
+        self._release(ex, clean=True)
         self._report(ex)
         self._current = None
         self._idle_since = self._loop.time()
@@ -686,20 +660,10 @@ class ProxyConnection(BaseProtocol):
             # very connection that is still delivering this one.
             self._loop.call_soon(self._next)
 
-    def _release(self, ex: _Exchange, reusable: bool) -> None:
-        ex.deadline = None
-        for task in (ex.connecting, ex.upload, ex.download):
-            if task is not None and not task.done() and task is not asyncio.current_task():
-                task.cancel()
-        conn, ex.conn = ex.conn, None
-        if conn is None:
-            return
-        if reusable:
-            self.server.pool.release(conn)
-        else:
-            conn.abort()
+    def _release(self, ex: Exchange, clean: bool) -> None:
+        ex.release(self.server.pool, clean)
 
-    def _report(self, ex: _Exchange) -> None:
+    def _report(self, ex: Exchange) -> None:
         ex.done = True
         ex.record.duration = time.perf_counter() - ex.began
         self._report_record(ex.record)
@@ -711,7 +675,7 @@ class ProxyConnection(BaseProtocol):
             log.exception("request observer failed")
 
 
-def _inbound(ex: _Exchange) -> Inbound:
+def _inbound(ex: Exchange) -> Inbound:
     assert ex.inbound is not None
     return ex.inbound
 
@@ -749,12 +713,19 @@ def _encode_head(first_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
     return f"{first_line}\r\n{''.join(lines)}\r\n".encode("utf-8", "surrogateescape")
 
 
-def _json_head(status: int, body: dict[str, object], request_id: str, keep_alive: bool) -> bytes:
+def _json_head(
+    status: int,
+    body: Mapping[str, object],
+    request_id: str,
+    keep_alive: bool,
+    extra: Iterable[tuple[str, str]] = (),
+) -> bytes:
     data = json.dumps(body, separators=(",", ":")).encode()
     headers = [
         ("Content-Type", "application/json"),
         ("Content-Length", str(len(data))),
         ("X-Request-Id", request_id),
+        *extra,
     ]
     if not keep_alive:
         headers.append(("Connection", "close"))
@@ -765,6 +736,7 @@ _REASONS = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    426: "Upgrade Required",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
     504: "Gateway Timeout",

@@ -101,7 +101,7 @@ class Worker:
         limit = config.limits.max_header_bytes
         self.access_log = AccessLog(config.log_format)
         self.metrics = RequestMetrics()
-        self.pool = UpstreamPool(max_line_size=limit, max_field_size=limit)
+        self.pool = UpstreamPool(max_line_size=limit, max_field_size=limit, max_head_size=limit)
         self.proxy = ProxyServer(
             ProxyState.build(config, codec_from_config(config)),
             self.pool,

@@ -2,7 +2,11 @@
 
 Each connection is an asyncio protocol with aiohttp's C response parser (llhttp). Events go
 straight to the client connection that owns the exchange (:class:`UpstreamOwner`); no task
-runs per request. After a ``101 Switching Protocols`` the connection becomes a byte tunnel.
+runs per request. After a ``101 Switching Protocols`` that the owner has checked and accepted
+(:meth:`UpstreamConnection.open_tunnel`), the connection becomes a byte tunnel.
+
+A response head is bounded in total, not only per field: 128 fields of just under the field
+limit would otherwise be a 16 MB head held in memory and relayed to the client.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ class UpstreamOwner(Protocol):
 
     def upstream_response(self, message: RawResponseMessage, payload: StreamReader) -> None: ...
 
-    def upstream_failed(self, kind: str, responded: bool) -> None: ...
+    def upstream_failed(self, kind: str, sizes: tuple[int, int] | None = None) -> None:
+        """``kind`` is one of refused, timeout, reset, bad_response, header_too_large; for the
+        last, ``sizes`` is (bytes received for the head, the limit)."""
 
     def tunnel_data(self, data: bytes) -> None: ...
 
@@ -47,7 +53,10 @@ class UpstreamConnection(BaseProtocol):
     """One TCP connection to an upstream."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, key: tuple[str, int, bool], limits: tuple[int, int]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        key: tuple[str, int, bool],
+        limits: tuple[int, int, int],
     ) -> None:
         super().__init__(loop)
         self.key = key
@@ -61,6 +70,8 @@ class UpstreamConnection(BaseProtocol):
         self._payload: StreamReader | None = None
         self._responded = False
         self._broken = False
+        #: Bytes received since the request was sent, until its final response head.
+        self._head_bytes = 0
 
     # --- one exchange -----------------------------------------------------------------------
 
@@ -69,6 +80,7 @@ class UpstreamConnection(BaseProtocol):
         self.owner = owner
         self._responded = False
         self._payload = None
+        self._head_bytes = 0
         if self._response_parser is not None and self._parses_head == head_request:
             return  # a pooled connection ended its last exchange cleanly: the parser is ready
         self._parses_head = head_request
@@ -115,6 +127,9 @@ class UpstreamConnection(BaseProtocol):
             self._broken = True  # data while idle: the stream is out of step; never reuse
             self.close()
             return
+        limit = self._limits[2]
+        if not self._responded:
+            self._head_bytes += len(data)
         try:
             messages, upgraded, tail = self._response_parser.feed_data(data)
         except HttpProcessingError as exc:
@@ -122,7 +137,10 @@ class UpstreamConnection(BaseProtocol):
             self.close()
             if not self._responded:
                 self._responded = True
-                owner.upstream_failed(_parse_error_kind(exc), False)
+                too_large = isinstance(exc, LineTooLong)
+                field_limit = exc.args[1] if too_large and isinstance(exc.args[1], int) else 0
+                sizes = (self._head_bytes, field_limit or self._limits[1]) if too_large else None
+                owner.upstream_failed("header_too_large" if too_large else "bad_response", sizes)
             return
         for message, payload in messages:
             if 100 <= message.code < 200 and message.code != 101:
@@ -132,14 +150,29 @@ class UpstreamConnection(BaseProtocol):
                 continue
             self._responded = True
             self._payload = payload
+            # Cheap first: only a response whose bytes so far exceed the limit can have a head
+            # that does; then measure the head itself (RFC 9112 section 2.1 field lines).
+            if self._head_bytes > limit and (size := _head_size(message)) > limit:
+                self._broken = True
+                self.close()
+                owner.upstream_failed("header_too_large", (size, limit))
+                return
             if message.should_close:
                 self._broken = True
-            if message.code == 101:
-                self.tunnel = True
-                self._upgraded = True
             owner.upstream_response(message, payload)
-        if upgraded and self.tunnel and tail:
+        if not self._responded and self._head_bytes > limit:
+            self._responded = True
+            self._broken = True
+            self.close()
+            owner.upstream_failed("header_too_large", (self._head_bytes, limit))
+            return
+        if upgraded and self.tunnel and tail and self.owner is owner:
             owner.tunnel_data(tail)
+
+    def open_tunnel(self) -> None:
+        """The owner checked this connection's 101 and accepted it: relay bytes from now on."""
+        self.tunnel = True
+        self._upgraded = True  # flow control now pauses the socket, not a parser
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -159,7 +192,7 @@ class UpstreamConnection(BaseProtocol):
         if self.tunnel:
             owner.tunnel_closed()
         elif not self._responded:
-            owner.upstream_failed("reset", False)
+            owner.upstream_failed("reset")
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -187,16 +220,20 @@ class UpstreamConnection(BaseProtocol):
             self.transport.abort()
 
 
-def _parse_error_kind(exc: HttpProcessingError) -> str:
-    return "header_too_large" if isinstance(exc, LineTooLong) else "bad_response"
+def _head_size(message: RawResponseMessage) -> int:
+    """The response head's size on the wire, near enough: status line and field lines."""
+    size = len(message.reason) + 15
+    for name, value in message.raw_headers:
+        size += len(name) + len(value) + 4
+    return size
 
 
 class UpstreamPool:
     """Idle keep-alive connections per upstream; new ones made on demand."""
 
-    def __init__(self, max_line_size: int, max_field_size: int) -> None:
+    def __init__(self, max_line_size: int, max_field_size: int, max_head_size: int) -> None:
         self._idle: dict[tuple[str, int, bool], collections.deque[UpstreamConnection]] = {}
-        self._limits = (max_line_size, max_field_size)
+        self._limits = (max_line_size, max_field_size, max_head_size)
         self._tls: ssl.SSLContext | None = None  # made on first use: it reads the CA store
         self.closed = False
 
