@@ -25,7 +25,8 @@ from tests.integration.processes import ManagedProcess
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 BACKENDS_DIR: Final = REPO_ROOT / "examples" / "backends"
 
-BackendKind = Literal["python", "node", "go"]
+#: "hostile-node" is tests/adversarial/hostile_backend.js: status-echo and early-answer routes.
+BackendKind = Literal["python", "node", "go", "hostile-node"]
 BACKEND_KINDS: Final[tuple[BackendKind, ...]] = ("python", "node", "go")
 
 STARTUP_TIMEOUT: Final = 20.0
@@ -135,10 +136,12 @@ def build_go_backend() -> Path:
 def _command(kind: BackendKind) -> list[str]:
     if kind == "python":
         return [sys.executable, str(BACKENDS_DIR / "python" / "app.py")]
-    if kind == "node":
+    if kind in ("node", "hostile-node"):
         node = _require_tool("node", kind)
-        script = str(BACKENDS_DIR / "node" / "server.js")
-        return [node, f"--max-http-header-size={NODE_MAX_HEADER_SIZE}", script]
+        script = BACKENDS_DIR / "node" / "server.js"
+        if kind == "hostile-node":
+            script = REPO_ROOT / "tests" / "adversarial" / "hostile_backend.js"
+        return [node, f"--max-http-header-size={NODE_MAX_HEADER_SIZE}", str(script)]
     return [str(build_go_backend())]
 
 

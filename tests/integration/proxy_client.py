@@ -346,6 +346,10 @@ class RawConnection:
                 break
         return self._eof
 
+    def leftover(self) -> bytes:
+        """Bytes received but not read as part of a response."""
+        return self._buffer
+
     def close(self) -> None:
         self.sock.close()
 

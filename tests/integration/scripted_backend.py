@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
@@ -30,6 +31,19 @@ def canned_response(
     return "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body
 
 
+class _Recording(socket.socket):
+    """A socket whose recv() also keeps what it returned."""
+
+    def __init__(self, conn: socket.socket, into: list[bytes]) -> None:
+        super().__init__(conn.family, conn.type, conn.proto, fileno=conn.detach())
+        self._into = into
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        self._into.append(data)
+        return data
+
+
 class ScriptedBackend:
     def __init__(self, responses: Mapping[str, bytes] | None = None) -> None:
         self.responses = dict(responses or {})
@@ -39,6 +53,9 @@ class ScriptedBackend:
         self._lock = threading.Lock()
         self.connections = 0
         self.heads: list[bytes] = []
+        #: Every byte each finished connection received, in the order connections ended.
+        self.received: list[bytes] = []
+        self._active = 0
         #: Set when a /hang or /endless request has arrived, and when its connection was closed.
         self.hanging = threading.Event()
         self.hung_up = threading.Event()
@@ -54,7 +71,23 @@ class ScriptedBackend:
                 return
             with self._lock:
                 self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+                self._active += 1
+            threading.Thread(target=self._serve_recorded, args=(conn,), daemon=True).start()
+
+    def _serve_recorded(self, conn: socket.socket) -> None:
+        received: list[bytes] = []
+        try:
+            self._serve(_Recording(conn, received))
+        finally:
+            with self._lock:
+                self.received.append(b"".join(received))
+                self._active -= 1
+
+    def wait_idle(self, timeout: float) -> None:
+        """Wait until every connection so far has ended (bounded by ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while self._active and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
