@@ -89,7 +89,7 @@ def test_config_repr_never_shows_the_secret() -> None:
 def test_unknown_top_level_key_is_reported_with_the_known_keys() -> None:
     assert errors_of(MINIMAL + "colour: red\n") == [
         "colour: unknown key; known keys: admin_listen, cookie, limits, listen, log_format, "
-        "secrets, session, shutdown_timeout, trusted_proxies, upstreams, workers"
+        "migrate, secrets, session, shutdown_timeout, trusted_proxies, upstreams, workers"
     ]
 
 
@@ -184,6 +184,21 @@ def test_duplicate_upstream_name_is_reported_at_its_own_index() -> None:
         )
     )
     assert "upstreams[2].name: 'app' is already used; names must be unique" in errors
+
+
+def test_upstreams_forward_the_session_unless_told_not_to() -> None:
+    config = parse(
+        with_upstreams(
+            "{url: 'http://a'}", "{url: 'http://b', path_prefix: /s, forward_session: false}"
+        )
+    )
+    assert [up.forward_session for up in config.upstreams] == [True, False]
+
+
+def test_forward_session_must_be_a_boolean() -> None:
+    assert errors_of(with_upstreams("{url: 'http://a', forward_session: 'no'}")) == [
+        "upstreams[0].forward_session: expected true or false, got 'no'"
+    ]
 
 
 def test_upstream_that_can_never_be_chosen_is_reported() -> None:
@@ -349,7 +364,21 @@ def test_malformed_duration_is_reported(value: str) -> None:
 
 def test_session_header_names_must_differ() -> None:
     assert errors_of(MINIMAL + "session:\n  header: X-A\n  set_header: x_a\n") == [
-        "session: header, set_header and status_header must be three different names"
+        "session: header, set_header, status_header and patch_header must be four different"
+        " names once case and every character other than letters and digits are ignored"
+    ]
+
+
+def test_patch_header_defaults_to_x_patch_session() -> None:
+    assert parse(MINIMAL).session.patch_header == "X-Patch-Session"
+    assert parse(MINIMAL + "session:\n  patch_header: X-Merge\n").session.patch_header == "X-Merge"
+
+
+@pytest.mark.parametrize("spelling", ["X.Session", "x_set_session", "X-SESSION-STATUS"])
+def test_patch_header_must_differ_from_the_other_names_once_folded(spelling: str) -> None:
+    assert errors_of(MINIMAL + f"session:\n  patch_header: {spelling}\n") == [
+        "session: header, set_header, status_header and patch_header must be four different"
+        " names once case and every character other than letters and digits are ignored"
     ]
 
 
