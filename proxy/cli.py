@@ -13,30 +13,16 @@ from collections.abc import Sequence
 
 from proxy import __version__
 from proxy.config import Config, ConfigError, config_path, iter_summary, load_config
-from proxy.session_codec import (
-    SessionCodec,
-    SessionError,
-    normalize_session_json,
-)
+from proxy.proxy_state import codec_from_config as codec_from_config  # re-export: see below
+from proxy.session_codec import SessionError, normalize_session_json
 from proxy.session_cookies import SetCookieWriter, split_cookie_header
+
+# codec_from_config is re-exported only until tests/unit/test_session_exchange.py imports it
+# from proxy.proxy_state; nothing in the package imports the CLI.
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-
-def codec_from_config(config: Config) -> SessionCodec:
-    """The one place a :class:`SessionCodec` is built from configuration."""
-    return SessionCodec(
-        [s.value for s in config.secrets],
-        name=config.cookie.name,
-        chunk_size=config.cookie.chunk_size,
-        max_chunks=config.cookie.max_chunks,
-        max_age=config.cookie.max_age,
-        encrypt=config.session.encrypt,
-        compress=config.session.compress,
-        max_json_bytes=config.session.max_json_bytes,
-    )
 
 
 def _load(path_arg: str | None) -> Config | None:

@@ -15,6 +15,20 @@ from proxy.session_codec import SessionCodec
 from proxy.session_exchange import SessionExchange
 
 
+def codec_from_config(config: Config) -> SessionCodec:
+    """The one place a :class:`SessionCodec` is built from configuration."""
+    return SessionCodec(
+        [s.value for s in config.secrets],
+        name=config.cookie.name,
+        chunk_size=config.cookie.chunk_size,
+        max_chunks=config.cookie.max_chunks,
+        max_age=config.cookie.max_age,
+        encrypt=config.session.encrypt,
+        compress=config.session.compress,
+        max_json_bytes=config.session.max_json_bytes,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ProxyState:
     config: Config

@@ -26,11 +26,10 @@ from typing import Any
 
 from proxy.access_log import AccessLog, configure_logging
 from proxy.admin import start_admin
-from proxy.cli import codec_from_config
 from proxy.config import Config, ConfigError, iter_summary, load_config
 from proxy.metrics import RequestMetrics
 from proxy.proxy_connection import ProxyServer
-from proxy.proxy_state import ProxyState
+from proxy.proxy_state import ProxyState, codec_from_config
 from proxy.request_record import RequestRecord
 from proxy.upstream_connection import UpstreamPool
 
