@@ -43,6 +43,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{config.source}: OK")
     for line in iter_summary(config):
         print(f"  {line}")
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

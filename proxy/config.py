@@ -88,6 +88,8 @@ class Config:
     log_format: LogFormat
     #: Legacy Flask sessions to read and re-issue; None = off.
     migrate: MigrateConfig | None = None
+    #: Problems that do not stop the proxy (a secret written in the file), for check-config.
+    warnings: tuple[str, ...] = ()
     source: str = "<string>"
 
 
@@ -143,6 +145,9 @@ def _parse_trusted(
     return tuple(nets)
 
 
+_SECRET_PATHS = frozenset({"secrets", "migrate.secret_keys"})
+
+
 def parse_config(
     text: str,
     env: Mapping[str, str] | None = None,
@@ -161,7 +166,9 @@ def parse_config(
         if mark and "got '{'" in problem and "${" in text.splitlines()[mark.line]:
             problem += " (in a [...] list write '${VAR}' in quotes, or use a '- ${VAR}' line)"
         raise ConfigError([f"{source}: not valid YAML{where}: {problem}"]) from None
-    raw = walk_substitute(raw, "", env, errors)
+    # Secrets substitute their own ${VAR}s, to tell a reference from a literal.
+    raw = walk_substitute(raw, "", env, errors, skip=_SECRET_PATHS)
+    warnings: list[str] = []
     top = Section(raw, "", errors)
     listen = _parse_listen(top, "listen", "0.0.0.0:8080")
     admin = _parse_listen(top, "admin_listen", None)
@@ -175,11 +182,12 @@ def parse_config(
         errors,
         min_bytes=MIN_SECRET_BYTES,
         missing="generate one with: session-sidecar keygen",
+        warnings=warnings,
     )
     cookie = parse_cookie(top.get("cookie"), errors)
     session = parse_session(top.get("session"), errors)
     upstreams = parse_upstreams(top.get("upstreams"), errors)
-    migrate = parse_migrate(top.get("migrate"), cookie, env, base_dir, errors)
+    migrate = parse_migrate(top.get("migrate"), cookie, env, base_dir, errors, warnings)
     limits = _parse_limits(top.get("limits"), errors)
     if limits.max_header_bytes < cookie.chunk_size * cookie.max_chunks + 1024:
         errors.append(
@@ -209,6 +217,7 @@ def parse_config(
         shutdown_timeout=shutdown_timeout,
         log_format=log_format,  # type: ignore[arg-type]
         migrate=migrate,
+        warnings=tuple(warnings),
         source=source,
     )
 

@@ -46,7 +46,12 @@ class MigrateConfig:
 
 
 def parse_migrate(
-    raw: Any, cookie: CookiePolicy, env: Mapping[str, str], base_dir: Path, errors: list[str]
+    raw: Any,
+    cookie: CookiePolicy,
+    env: Mapping[str, str],
+    base_dir: Path,
+    errors: list[str],
+    warnings: list[str],
 ) -> MigrateConfig | None:
     if raw is None:
         return None
@@ -69,6 +74,7 @@ def parse_migrate(
         base_dir,
         errors,
         min_bytes=1,
+        warnings=warnings,
         missing="list Flask's SECRET_KEY then SECRET_KEY_FALLBACKS, e.g. ['${FLASK_SECRET_KEY}']",
     )
     migrate = MigrateConfig(

@@ -24,7 +24,7 @@ class ConfigError(Exception):
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _substitute_env(value: str, path: str, env: Mapping[str, str], errors: list[str]) -> str:
+def substitute_env(value: str, path: str, env: Mapping[str, str], errors: list[str]) -> str:
     """Replace ``${VAR}`` with the environment's value; ``$$`` is a literal ``$``."""
 
     def repl(match: re.Match[str]) -> str:
@@ -41,15 +41,29 @@ def _substitute_env(value: str, path: str, env: Mapping[str, str], errors: list[
     return _ENV_REF.sub(repl, value)
 
 
-def walk_substitute(node: Any, path: str, env: Mapping[str, str], errors: list[str]) -> Any:
-    """Substitute ``${VAR}`` in every string value of a parsed YAML tree (never in keys)."""
+def walk_substitute(
+    node: Any,
+    path: str,
+    env: Mapping[str, str],
+    errors: list[str],
+    skip: frozenset[str] = frozenset(),
+) -> Any:
+    """Substitute ``${VAR}`` in every string value of a parsed YAML tree (never in keys).
+
+    Key paths in ``skip`` are left as written, for a parser that must see the ``${...}`` itself
+    (secrets: to tell a reference from a literal).
+    """
     # Substituted after YAML parsing, so a value with ':' or '#' cannot change the structure.
+    if path in skip:
+        return node
     if isinstance(node, str):
-        return _substitute_env(node, path, env, errors)
+        return substitute_env(node, path, env, errors)
     if isinstance(node, dict):
-        return {k: walk_substitute(v, join(path, str(k)), env, errors) for k, v in node.items()}
+        return {
+            k: walk_substitute(v, join(path, str(k)), env, errors, skip) for k, v in node.items()
+        }
     if isinstance(node, list):
-        return [walk_substitute(v, f"{path}[{i}]", env, errors) for i, v in enumerate(node)]
+        return [walk_substitute(v, f"{path}[{i}]", env, errors, skip) for i, v in enumerate(node)]
     return node
 
 

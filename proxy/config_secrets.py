@@ -5,12 +5,13 @@ No message here ever shows a secret's value, only where it came from and its len
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proxy.config_reader import kind
+from proxy.config_reader import kind, substitute_env, walk_substitute
 
 MIN_SECRET_BYTES = 32
 
@@ -20,8 +21,10 @@ class Secret:
     """A signing secret. ``repr`` never shows the value, so it cannot leak into a log."""
 
     value: bytes = field(repr=False)
-    #: Where it came from ("env SESSION_SECRET", "file /run/secrets/x", "inline"), for messages.
+    #: Where it came from ("env SESSION_SECRET", "file /run/secrets/x", "the configuration").
     origin: str
+    #: Written as-is in the YAML file, so anyone who can read the file can forge sessions.
+    literal: bool = False
 
 
 def parse_secret_list(
@@ -33,8 +36,13 @@ def parse_secret_list(
     *,
     min_bytes: int,
     missing: str,
+    warnings: list[str] | None = None,
 ) -> tuple[Secret, ...]:
-    """Read a newest-first list of secrets; ``missing`` is the fix shown when there is none."""
+    """Read a newest-first list of secrets; ``missing`` is the fix shown when there is none.
+
+    ``raw`` is the list as written, before ``${VAR}`` substitution (see ``walk_substitute``'s
+    ``skip``). A secret written literally in the file is accepted with a line in ``warnings``.
+    """
     if raw is None or raw == []:
         errors.append(f"{path}: at least one secret is required (newest first); {missing}")
         return ()
@@ -54,6 +62,12 @@ def parse_secret_list(
                 f"least {min_bytes}; generate one with: session-sidecar keygen"
             )
             continue
+        if secret.literal and warnings is not None:
+            warnings.append(
+                f"{item_path}: the secret is written in the configuration file itself; anyone "
+                "who can read the file can forge sessions. Use ${NAME}, {env: NAME} or "
+                "{file: /path} instead"
+            )
         secrets.append(secret)
     values = [s.value for s in secrets]
     if len(set(values)) != len(values):
@@ -65,10 +79,8 @@ def _read_secret(
     item: Any, path: str, env: Mapping[str, str], base_dir: Path, errors: list[str]
 ) -> Secret | None:
     if isinstance(item, str):
-        if not item:
-            errors.append(f"{path}: the secret is empty (is its environment variable empty?)")
-            return None
-        return Secret(item.encode(), "the configuration")
+        return _read_string_secret(item, path, env, errors)
+    item = walk_substitute(item, path, env, errors)
     if isinstance(item, dict) and set(item) == {"file"} and isinstance(item["file"], str):
         file = Path(item["file"])
         if not file.is_absolute():
@@ -91,3 +103,41 @@ def _read_secret(
         " (value not shown)"
     )
     return None
+
+
+#: ``$$`` (a literal ``$``), ``${NAME}``, or a ``$`` that starts something else.
+_DOLLAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_{][A-Za-z0-9_]*)?")
+
+
+def _read_string_secret(
+    text: str, path: str, env: Mapping[str, str], errors: list[str]
+) -> Secret | None:
+    refs: list[str] = []
+    for match in _DOLLAR.finditer(text):
+        if match.group(1):
+            refs.append(match.group(1))
+        elif match.group(2):
+            # "$PROD_SECRET" would sign with that public string. Only a bare reference is
+            # named in the message: inside a longer string it may be part of a real secret.
+            name = match.group(2).lstrip("{")
+            bare = match.group(0) == text and name
+            errors.append(
+                f"{path}: write ${{{name}}} to use environment variable {name}, "
+                f"not {text} (or $$ for a literal $)"
+                if bare
+                else f"{path}: '$' is not followed by {{NAME}}; write ${{NAME}} for an environment"
+                " variable or $$ for a literal $ (value not shown)"
+            )
+            return None
+    before = len(errors)
+    value = substitute_env(text, path, env, errors)
+    if len(errors) > before:
+        return None  # the unset variable is already reported; an "empty secret" would repeat it
+    if not value:
+        errors.append(f"{path}: the secret is empty (is its environment variable empty?)")
+        return None
+    if not refs:
+        return Secret(value.encode(), "the configuration", literal=True)
+    if text == f"${{{refs[0]}}}":
+        return Secret(value.encode(), f"env {refs[0]}")
+    return Secret(value.encode(), f"the configuration with {', '.join(refs)}")

@@ -53,6 +53,9 @@ def serve(config: Config, config_file: str) -> int:
         )
         return 1
     _install_uvloop()
+    if os.environ.get(WORKER_ENV) != "1":  # once, not once per worker
+        for warning in config.warnings:
+            log.warning("configuration: %s", warning)
     workers = config.workers or os.cpu_count() or 1
     if os.environ.get(WORKER_ENV) == "1" or workers == 1:
         admin = os.environ.get(WORKER_ENV) != "1"

@@ -77,6 +77,40 @@ def test_check_config_reports_ok(config_file: str, capsys: pytest.CaptureFixture
     assert SECRET not in out
 
 
+def test_check_config_warns_about_a_literal_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "literal.yaml"
+    path.write_text(CONFIG.replace("${SESSION_SECRET}", SECRET))
+    assert main(["check-config", "-c", str(path)]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "warning: secrets[0]: the secret is written in the configuration file itself; anyone "
+        "who can read the file can forge sessions. Use ${NAME}, {env: NAME} or {file: /path} "
+        "instead\n"
+    )
+    assert SECRET not in captured.out + captured.err
+
+
+def test_check_config_gives_no_warning_for_a_secret_from_the_environment(
+    config_file: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", "-c", config_file]) == EXIT_OK
+    assert capsys.readouterr().err == ""
+
+
+def test_check_config_refuses_an_unbraced_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PROD_SECRET", SECRET)
+    path = tmp_path / "unbraced.yaml"
+    path.write_text(CONFIG.replace("${SESSION_SECRET}", "$PROD_SECRET"))
+    assert main(["check-config", "-c", str(path)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "write ${PROD_SECRET} to use environment variable PROD_SECRET" in err
+    assert SECRET not in err
+
+
 def test_check_config_reads_the_path_from_the_environment(
     config_file: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

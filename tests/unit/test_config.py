@@ -222,7 +222,7 @@ def test_short_secret_is_rejected_without_showing_it() -> None:
     short = "short-secret-31-bytes-long-1234"
     errors = errors_of(MINIMAL, env={"SESSION_SECRET": short})
     assert errors == [
-        "secrets[0]: secret from the configuration is 31 bytes, need at least 32; "
+        "secrets[0]: secret from env SESSION_SECRET is 31 bytes, need at least 32; "
         "generate one with: session-sidecar keygen"
     ]
     assert short not in errors[0]
@@ -245,6 +245,80 @@ def test_unset_environment_variable_is_named() -> None:
         "secrets[0]: environment variable SESSION_SECRET is not set "
         "(set it or remove ${SESSION_SECRET})"
     )
+
+
+def test_unset_environment_variable_is_reported_once() -> None:
+    assert errors_of(MINIMAL, env={}) == [
+        "secrets[0]: environment variable SESSION_SECRET is not set "
+        "(set it or remove ${SESSION_SECRET})"
+    ]
+
+
+def test_empty_environment_variable_is_reported_as_an_empty_secret() -> None:
+    assert errors_of(MINIMAL, env={"SESSION_SECRET": ""}) == [
+        "secrets[0]: the secret is empty (is its environment variable empty?)"
+    ]
+
+
+def test_unbraced_dollar_name_is_refused_with_the_braced_spelling() -> None:
+    text = "secrets:\n  - $PROD_SECRET\nupstreams:\n  - url: http://a\n"
+    assert errors_of(text, env={"PROD_SECRET": SECRET}) == [
+        "secrets[0]: write ${PROD_SECRET} to use environment variable PROD_SECRET, "
+        "not $PROD_SECRET (or $$ for a literal $)"
+    ]
+
+
+def test_unbraced_dollar_inside_a_longer_secret_is_refused_without_showing_it() -> None:
+    inline = "0123456789abcdefghij$partOfTheSecret0123456789"
+    errors = errors_of(with_upstreams("{url: 'http://a'}").replace("${SESSION_SECRET}", inline))
+    assert errors == [
+        "secrets[0]: '$' is not followed by {NAME}; write ${NAME} for an environment variable "
+        "or $$ for a literal $ (value not shown)"
+    ]
+
+
+def test_unbraced_dollar_in_a_migrate_key_is_refused() -> None:
+    text = MINIMAL + "migrate:\n  format: flask\n  secret_keys:\n    - $FLASK_KEY\n"
+    assert errors_of(text) == [
+        "migrate.secret_keys[0]: write ${FLASK_KEY} to use environment variable FLASK_KEY, "
+        "not $FLASK_KEY (or $$ for a literal $)"
+    ]
+
+
+def test_dollar_not_followed_by_a_name_is_kept() -> None:
+    text = "secrets:\n  - 0123456789-0123456789-0123456789-$1$-\nupstreams:\n  - url: http://a\n"
+    assert parse(text, env={}).secrets[0].value == b"0123456789-0123456789-0123456789-$1$-"
+
+
+def test_literal_secret_is_accepted_with_a_warning() -> None:
+    config = parse(with_upstreams("{url: 'http://a'}").replace("${SESSION_SECRET}", "x" * 40))
+    assert config.warnings == (
+        "secrets[0]: the secret is written in the configuration file itself; anyone who can "
+        "read the file can forge sessions. Use ${NAME}, {env: NAME} or {file: /path} instead",
+    )
+
+
+def test_literal_migrate_key_is_accepted_with_a_warning() -> None:
+    config = parse(MINIMAL + "migrate:\n  format: flask\n  secret_keys: [dev]\n")
+    assert [w.split(":")[0] for w in config.warnings] == ["migrate.secret_keys[0]"]
+
+
+def test_secrets_from_the_environment_or_a_file_give_no_warning(tmp_path: Path) -> None:
+    (tmp_path / "k").write_text("z" * 32)
+    text = f"secrets:\n  - ${{SESSION_SECRET}}\n  - env: OTHER\n  - file: {tmp_path / 'k'}\n"
+    config = parse(text + "upstreams:\n  - url: http://a\n", env={**ENV, "OTHER": "y" * 32})
+    assert config.warnings == ()
+    assert [s.origin for s in config.secrets] == [
+        "env SESSION_SECRET",
+        "env OTHER",
+        f"file {tmp_path / 'k'}",
+    ]
+
+
+def test_secret_file_path_takes_environment_variables(tmp_path: Path) -> None:
+    (tmp_path / "k").write_text(SECRET)
+    text = "secrets:\n  - file: ${DIR}/k\nupstreams:\n  - url: http://a\n"
+    assert parse(text, env={"DIR": str(tmp_path)}).secrets[0].value == SECRET.encode()
 
 
 def test_double_dollar_is_a_literal_dollar() -> None:
