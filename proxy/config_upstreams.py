@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,16 +38,24 @@ def parse_upstreams(raw: Any, errors: list[str]) -> tuple[Upstream, ...]:
         return ()
     # Keyed by position in the file, so messages name the right entry even after a bad one.
     parsed: dict[int, Upstream] = {}
+    written: set[int] = set()
     for i, item in enumerate(raw):
         upstream = _parse_upstream(item, f"upstreams[{i}]", errors)
         if upstream is not None:
             parsed[i] = upstream
+            if isinstance(item, dict) and item.get("name") is not None:
+                written.add(i)
     names: dict[str, int] = {}
+    for i in sorted(written):
+        name = parsed[i].name
+        if name in names:
+            errors.append(f"upstreams[{i}].name: {name!r} is already used; names must be unique")
+        names.setdefault(name, i)
+    for i in sorted(parsed.keys() - written):
+        parsed[i] = replace(parsed[i], name=_unused(parsed[i].name, names))
+        names[parsed[i].name] = i
     routes: dict[tuple[str | None, str], int] = {}
     for i, up in parsed.items():
-        if up.name in names:
-            errors.append(f"upstreams[{i}].name: {up.name!r} is already used; names must be unique")
-        names.setdefault(up.name, i)
         route = (up.match_host, up.path_prefix)
         if route in routes:
             errors.append(
@@ -56,6 +64,28 @@ def parse_upstreams(raw: Any, errors: list[str]) -> tuple[Upstream, ...]:
             )
         routes.setdefault(route, i)
     return tuple(parsed.values())
+
+
+def _default_name(host: str, port: int, match_host: str | None, prefix: str) -> str:
+    """``host:port``, plus the route unless it is the catch-all.
+
+    ``127.0.0.1:8000``, ``127.0.0.1:8000/api``, ``10.0.0.5:80@admin.example.com/v2``: no two
+    upstreams share a route, so two on one backend get different names without a ``name:``.
+    """
+    name = f"{host}:{port}"
+    if match_host is not None:
+        name += f"@{match_host}"
+    return name if prefix == "/" else name + prefix
+
+
+def _unused(name: str, taken: dict[str, int]) -> str:
+    # Only a written name (or an odd path like "/x@h") can equal a default one; a suffix
+    # keeps the default unique without making the user rename anything.
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}#{n}"
+    return candidate
 
 
 def _parse_upstream(raw: Any, path: str, errors: list[str]) -> Upstream | None:
@@ -87,7 +117,11 @@ def _parse_upstream(raw: Any, path: str, errors: list[str]) -> Upstream | None:
         if not HOST_PATTERN.fullmatch(match_host):
             s.error("host", f"expected an exact host or *.example.com, got {show(match_host)}")
         match_host = match_host.lower()
-    default_name = f"{parts.hostname}:{port}" if parts is not None and port else f"upstream{path}"
+    default_name = (
+        _default_name(parts.hostname, port, match_host, prefix)
+        if parts is not None and parts.hostname and port
+        else path
+    )
     name = s.str_("name", default_name)
     strip_prefix = s.bool_("strip_prefix", False)
     timeout = s.number("timeout", 30.0, 0, 3600)

@@ -168,6 +168,39 @@ def test_missing_upstreams_are_reported() -> None:
     ]
 
 
+def test_two_unnamed_upstreams_on_one_backend_are_valid() -> None:
+    config = parse(
+        with_upstreams(
+            "{url: 'http://127.0.0.1:8000', path_prefix: /api, strip_prefix: true}",
+            "{url: 'http://127.0.0.1:8000'}",
+        )
+    )
+    assert [up.name for up in config.upstreams] == ["127.0.0.1:8000/api", "127.0.0.1:8000"]
+
+
+def test_default_name_carries_the_host_it_matches() -> None:
+    config = parse(
+        with_upstreams(
+            "{url: 'http://10.0.0.5:8080', host: Admin.Example.com}",
+            "{url: 'http://10.0.0.5:8080', host: '*.example.com', path_prefix: /v2}",
+        )
+    )
+    assert [up.name for up in config.upstreams] == [
+        "10.0.0.5:8080@admin.example.com",
+        "10.0.0.5:8080@*.example.com/v2",
+    ]
+
+
+def test_default_name_steps_aside_for_a_written_one() -> None:
+    config = parse(
+        with_upstreams(
+            "{url: 'http://127.0.0.1:8000', path_prefix: /a}",
+            "{url: 'http://b', name: '127.0.0.1:8000/a', host: b}",
+        )
+    )
+    assert [up.name for up in config.upstreams] == ["127.0.0.1:8000/a#2", "127.0.0.1:8000/a"]
+
+
 def test_duplicate_upstream_names_are_reported() -> None:
     errors = errors_of(
         with_upstreams("{url: 'http://a', name: app}", "{url: 'http://b', name: app, host: b}")
