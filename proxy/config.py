@@ -195,6 +195,15 @@ def parse_config(
             f"{cookie.max_chunks} chunks of {cookie.chunk_size} bytes; raise it to at least "
             f"{cookie.chunk_size * cookie.max_chunks + 1024}"
         )
+    if session.max_json_bytes > limits.max_header_bytes:
+        # The proxy's own parsers refuse a field longer than max_header_bytes (name and value
+        # together), so a larger session could never come back as X-Set-Session.
+        errors.append(
+            f"session.max_json_bytes: {session.max_json_bytes} is more than "
+            f"limits.max_header_bytes ({limits.max_header_bytes}), so a session that large "
+            "could never pass the proxy's own header limit; lower it or raise "
+            "limits.max_header_bytes"
+        )
     trusted = _parse_trusted(top.get("trusted_proxies"), errors)
     shutdown_timeout = top.number("shutdown_timeout", 30.0, 0, 3600)
     log_format = top.choice("log_format", "text", ("json", "text"))

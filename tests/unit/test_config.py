@@ -490,10 +490,27 @@ def test_patch_header_must_differ_from_the_other_names_once_folded(spelling: str
 
 
 def test_header_limit_must_carry_a_full_session() -> None:
-    assert errors_of(MINIMAL + "limits:\n  max_header_bytes: 10000\n") == [
+    text = MINIMAL + "session:\n  max_json_bytes: 8192\nlimits:\n  max_header_bytes: 10000\n"
+    assert errors_of(text) == [
         "limits.max_header_bytes: 10000 cannot carry a full session of 12 chunks of 4000 bytes; "
         "raise it to at least 49024"
     ]
+
+
+def test_session_json_cap_above_the_header_limit_is_reported() -> None:
+    text = MINIMAL + "limits:\n  max_header_bytes: 65536\n"
+    assert errors_of(text) == [
+        "session.max_json_bytes: 131072 is more than limits.max_header_bytes (65536), so a "
+        "session that large could never pass the proxy's own header limit; lower it or raise "
+        "limits.max_header_bytes"
+    ]
+
+
+def test_session_json_cap_equal_to_the_header_limit_is_valid() -> None:
+    config = parse(
+        MINIMAL + "session:\n  max_json_bytes: 65536\nlimits:\n  max_header_bytes: 65536\n"
+    )
+    assert config.session.max_json_bytes == config.limits.max_header_bytes == 65536
 
 
 def test_trusted_proxy_that_is_not_a_cidr_is_reported() -> None:
