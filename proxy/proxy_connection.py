@@ -44,6 +44,8 @@ log = logging.getLogger("session_sidecar.proxy")
 
 #: How often overdue upstream responses are looked for: the precision of upstream timeouts.
 SWEEP_SECONDS = 0.1
+#: How long the rest of an answered request is read and dropped before the socket closes.
+LINGER_SECONDS = 2.0
 #: Requests a client may pipeline before the proxy stops reading from it.
 MAX_PIPELINED = 16
 _READ_LIMIT = 2**16
@@ -136,6 +138,7 @@ class ProxyConnection(BaseProtocol):
         self._upgrade_buffer: list[bytes] | None = None
         self._tunnel: UpstreamConnection | None = None
         self._client_eof = False
+        self._lingering = False
         #: Loop time since when the connection has had no request in flight.
         self._idle_since = self._loop.time()
         self._peer = ""
@@ -152,6 +155,8 @@ class ProxyConnection(BaseProtocol):
             self._peer = host[7:] if host.startswith("::ffff:") and "." in host else host
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the rest of a request already answered: read and dropped
         if self._tunnel is not None:
             self._tunnel.write(data)
             return
@@ -251,9 +256,20 @@ class ProxyConnection(BaseProtocol):
         elif self._client_eof or self.server.closing:
             self._close()
 
-    def _close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+    def _close(self, linger: bool = False) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        if linger and not self._client_eof and transport.can_write_eof():
+            # Closing a socket with unread request bytes makes the kernel answer them with a
+            # reset, which can destroy the response before the client reads it (RFC 9112
+            # section 9.6). Half-close instead and drop what still comes for a short while.
+            self._lingering = True
+            transport.write_eof()
+            transport.resume_reading()
+            self._loop.call_later(LINGER_SECONDS, transport.close)
+            return
+        transport.close()
 
     def _begin(self, message: RawRequestMessage, payload: StreamReader) -> None:
         server = self.server
@@ -477,7 +493,9 @@ class ProxyConnection(BaseProtocol):
                 ex.response_chunked = True
             else:
                 ex.keep_alive = False
-        if ex.websocket or (ex.body_unread and ex.upload is None):
+        if ex.websocket or ex.body_unread:
+            # An answer before the whole request body arrived: the upload stops here, and the
+            # rest of the body cannot be told from a next request, so this connection ends.
             ex.keep_alive = False
         if not ex.keep_alive:
             headers["Connection"] = "close"
@@ -654,7 +672,7 @@ class ProxyConnection(BaseProtocol):
         self._current = None
         self._idle_since = self._loop.time()
         if not ex.keep_alive:
-            self._close()
+            self._close(linger=ex.body_unread)
         elif self._queue or self._parse_error is not None:
             # Not from inside the upstream's data_received: the next request may take the
             # very connection that is still delivering this one.
