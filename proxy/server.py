@@ -1,9 +1,13 @@
 """The server: sockets, workers, signals, reload and graceful shutdown.
 
 ``workers: 1`` runs everything in this process. ``workers: N`` (0 = one per CPU) makes this
-process a supervisor: it starts N worker processes that each bind the port with SO_REUSEPORT
-(the kernel spreads connections), serves the admin endpoints itself, forwards SIGHUP and
+process a supervisor: it binds the port once, starts N worker processes that inherit that one
+listening socket and accept from it, serves the admin endpoints itself, forwards SIGHUP and
 SIGTERM, and restarts a worker that dies.
+
+The port is never bound with SO_REUSEPORT, so a second instance on a busy port fails with
+"address already in use" instead of silently taking part of the traffic with another
+configuration and other secrets.
 
 Signals: SIGTERM/SIGINT stop accepting, let in-flight requests finish for up to
 ``shutdown_timeout`` seconds, then exit 0. SIGHUP reloads the configuration and secrets; a bad
@@ -36,6 +40,8 @@ from proxy.upstream_connection import UpstreamPool
 log = logging.getLogger("session_sidecar.server")
 
 WORKER_ENV = "SESSION_SIDECAR_WORKER"
+#: The supervisor's listening socket, as a file descriptor number its workers inherit.
+LISTEN_FD_ENV = "SESSION_SIDECAR_LISTEN_FD"
 ALLOW_PY_PARSER_ENV = "SESSION_SIDECAR_ALLOW_PY_PARSER"
 #: Signals a worker handles. It starts with them blocked (see ``_spawn_worker``) and unblocks
 #: them once its handlers are in place, so one that arrives while it boots is not fatal.
@@ -82,14 +88,23 @@ def _install_uvloop() -> None:
 
 
 def _listen_socket(config: Config) -> socket.socket:
-    host, port = config.listen.host, config.listen.port
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Every worker binds the same port; the kernel balances new connections between them.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    """The supervisor's socket if this is one of its workers, else a newly bound one."""
+    inherited = os.environ.get(LISTEN_FD_ENV)
+    if inherited is not None:
+        sock = socket.socket(fileno=int(inherited))
+    else:
+        host, port = config.listen.host, config.listen.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        # SO_REUSEADDR only lets a restart bind past connections in TIME_WAIT; on Linux it
+        # never lets two live listeners share a port. SO_REUSEPORT would, so it is not set.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            sock.listen(2048)
+        except OSError:
+            sock.close()
+            raise
     sock.setblocking(False)
     return sock
 
@@ -174,8 +189,14 @@ async def _run_worker(config: Config, config_file: str, with_admin: bool) -> int
 
 async def _run_supervisor(config: Config, config_file: str, workers: int) -> int:
     loop = asyncio.get_running_loop()
+    try:
+        sock = _listen_socket(config)
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", config.listen, exc.strerror or exc)
+        return 1
     env = dict(os.environ)
     env[WORKER_ENV] = "1"
+    env[LISTEN_FD_ENV] = str(sock.fileno())
     metrics_dir = env.get("PROMETHEUS_MULTIPROC_DIR")
     owned_dir = None
     if not metrics_dir:
@@ -186,11 +207,11 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
         for stale in Path(metrics_dir).glob("*.db"):
             stale.unlink(missing_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    # The admin port first: if it cannot be bound the process exits with no worker started.
+    # Then the admin port: if it cannot be bound the process exits with no worker started.
     state = {"config": config}
     admin = await start_admin(lambda: state["config"])
     command = [sys.executable, "-m", "proxy", "serve", "-c", config_file]
-    children = [_spawn_worker(command, env) for _ in range(workers)]
+    children = [_spawn_worker(command, env, sock) for _ in range(workers)]
     stopping = asyncio.Event()
 
     def forward(sig: signal.Signals) -> None:
@@ -221,7 +242,7 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
             code = child.poll()
             if code is not None and not stopping.is_set():
                 log.error("worker %d exited with %s; restarting it", child.pid, code)
-                children[i] = _spawn_worker(command, env)
+                children[i] = _spawn_worker(command, env, sock)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), 0.5)
     deadline = loop.time() + state["config"].shutdown_timeout + 5
@@ -232,17 +253,22 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
             child.kill()
     if admin is not None:
         await admin.cleanup()
+    sock.close()
     if owned_dir is not None:
         owned_dir.cleanup()
     codes = [c.wait() for c in children]
     return 0 if all(code == 0 for code in codes) else 1
 
 
-def _spawn_worker(command: list[str], env: dict[str, str]) -> subprocess.Popen[Any]:
+def _spawn_worker(
+    command: list[str], env: dict[str, str], sock: socket.socket
+) -> subprocess.Popen[Any]:
     # The child inherits the signal mask: it boots with these blocked, so a SIGTERM or SIGHUP
     # forwarded before its handlers exist waits for them instead of killing it.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _WORKER_SIGNALS)
     try:
-        return subprocess.Popen(command, env=env)
+        # Every worker accepts from the one inherited socket (the kernel queues connections
+        # once and wakes one waiting worker per connection).
+        return subprocess.Popen(command, env=env, pass_fds=(sock.fileno(),))
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)

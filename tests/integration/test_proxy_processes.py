@@ -7,19 +7,25 @@ and then another is one browser talking to a load-balanced fleet.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from proxy.session_codec import SessionCodec, SessionState
-from tests.integration.backends import RunningBackend, start_backend
+from tests.integration.backends import REPO_ROOT, RunningBackend, start_backend
 from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import CookieClient, RawConnection, compact
+from tests.integration.scripted_backend import ScriptedBackend, canned_response
 from tests.integration.sidecar import SECRET_1, SECRET_2, RunningProxy, base_config
 
 pytestmark = pytest.mark.integration
@@ -219,3 +225,53 @@ def test_sigterm_while_workers_start_stops_them_all_cleanly(backend: RunningBack
     for _ in range(3):
         with proxy_with(backend, [SECRET_1], workers=2) as proxy:
             assert proxy.stop() == 0, proxy.output()
+
+
+# --- one port, one instance -------------------------------------------------------------------
+
+
+def _serve_once(config: dict[str, Any], workdir: Path, timeout: float = 30.0) -> tuple[int, str]:
+    """Run ``serve`` with ``config`` to its exit; its exit code and everything it printed."""
+    path = workdir / "second.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "serve", "-c", str(path)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
+
+
+def _get_over_a_new_connection(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"GET /which HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while piece := conn.recv(65536):
+            reply += piece
+    return reply
+
+
+@pytest.mark.parametrize("first_workers", [1, 2])
+@pytest.mark.parametrize("second_workers", [1, 2])
+def test_second_instance_on_a_busy_port_exits_and_the_first_keeps_all_traffic(
+    first_workers: int, second_workers: int, tmp_path: Path
+) -> None:
+    answer = {"/which": canned_response([("Content-Type", "text/plain")], b"first")}
+    stale = {"/which": canned_response([("Content-Type", "text/plain")], b"second")}
+    with (
+        ScriptedBackend(answer) as first_upstream,
+        ScriptedBackend(stale) as second_upstream,
+        WATCH.start_proxy(base_config(first_upstream.url, workers=first_workers)) as first,
+    ):
+        second = base_config(second_upstream.url, workers=second_workers, secrets=[SECRET_2])
+        second["listen"] = f"127.0.0.1:{first.port}"
+        code, output = _serve_once(second, tmp_path)
+        assert code != 0, output
+        assert "address already in use" in output.lower(), output
+        replies = [_get_over_a_new_connection(first.port) for _ in range(200)]
+        assert all(r.startswith(b"HTTP/1.1 200 ") and r.endswith(b"first") for r in replies)
+        assert (len(first_upstream.heads), second_upstream.connections) == (200, 0)
+        assert first.process.poll() is None
