@@ -17,10 +17,10 @@ import logging
 import os
 import re
 import select
-import sys
 import time
-from typing import Final, TextIO
+from typing import Final, Protocol
 
+from proxy.log_output import LogOutput, output_for
 from proxy.request_record import RequestRecord
 
 #: The longest an access line waits to be written.
@@ -49,7 +49,7 @@ def configure_logging(log_format: str, level: int = logging.INFO) -> None:
     own access logger is silenced: the access log is written by :class:`AccessLog` alone.
     Calling it again replaces the handler it installed before.
     """
-    handler = logging.StreamHandler(sys.stderr)
+    handler = OutputHandler(output_for(2))
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
@@ -69,6 +69,32 @@ def configure_logging(log_format: str, level: int = logging.INFO) -> None:
     aiohttp_access = logging.getLogger("aiohttp.access")
     aiohttp_access.setLevel(logging.CRITICAL + 1)
     aiohttp_access.propagate = False
+
+
+class OutputHandler(logging.Handler):
+    """A logging handler that writes each record as one line through a :class:`LogOutput`.
+
+    Unlike ``logging.StreamHandler`` it never blocks: a stalled stderr drops lines instead of
+    stopping the event loop.
+    """
+
+    def __init__(self, output: LogOutput) -> None:
+        super().__init__()
+        self.output = output
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # a bad format string must not take the proxy down
+            self.handleError(record)
+            return
+        self.output.write(line + "\n")
+
+
+class LineSink(Protocol):
+    """Where access lines go: a :class:`LogOutput` (stdout) in the proxy, a StringIO in tests."""
+
+    def write(self, text: str, /) -> object: ...
 
 
 class _UtcClock:
@@ -133,16 +159,15 @@ class AccessLog:
 
     Lines are written within 50 ms of their request's end, so ``docker logs`` shows them at
     once, in whole-line batches of at most PIPE_BUF bytes, so lines from several workers sharing
-    stdout never interleave. A stream that
-    fails (closed, broken pipe) is reported once on the process log; later lines are dropped.
+    stdout never interleave. The writes never block (see :mod:`proxy.log_output`): a stalled
+    or broken stdout costs lines, counted and reported, never a request's time.
     """
 
-    def __init__(self, log_format: str, stream: TextIO | None = None) -> None:
+    def __init__(self, log_format: str, stream: LineSink | None = None) -> None:
         self.log_format = log_format
-        self.stream = sys.stdout if stream is None else stream
+        self.stream = output_for(1) if stream is None else stream
         self._format = self.json_line if log_format == "json" else self.text_line
         self._clock = _UtcClock()
-        self._broken = False
         self._pending: list[str] = []
         self._pending_size = 0
 
@@ -179,13 +204,7 @@ class AccessLog:
             self._write("".join(batch))
 
     def _write(self, text: str) -> None:
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (OSError, ValueError) as exc:
-            if not self._broken:
-                self._broken = True
-                log.error("cannot write the access log to stdout: %s", exc)
+        self.stream.write(text)
 
     def json_line(self, r: RequestRecord) -> str:
         error = f',"upstream_error":{_quote(r.upstream_error)}' if r.upstream_error else ""

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from proxy import log_output
 from proxy.request_record import RequestRecord
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
@@ -138,6 +139,15 @@ class _Metrics:
             ("upstream",),
             registry=r,
         )
+        self.log_lines_dropped = Counter(
+            "session_sidecar_log_lines_dropped",
+            "Log lines dropped because nobody read the stream fast enough, by stream "
+            "(stdout: the access log, stderr: the process log).",
+            ("stream",),
+            registry=r,
+        )
+        for stream in ("stdout", "stderr"):
+            self.log_lines_dropped.labels(stream)  # shown at 0 before any drop
         self.pending: dict[_Key, int] = {}
         self.pending_durations: dict[str, _Buckets] = {}
         self.pending_session_bytes = _Buckets(SESSION_BYTES_BUCKETS)
@@ -173,6 +183,9 @@ class _Metrics:
                 durations.add_to(self.duration.labels(upstream or NO_UPSTREAM))
         self.pending_session_bytes.add_to(self.session_bytes)
         self.pending_session_chunks.add_to(self.session_chunks)
+        for stream, lines in log_output.take_dropped().items():
+            if lines:
+                self.log_lines_dropped.labels(stream).inc(lines)
 
 
 _metrics: _Metrics | None = None

@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from proxy import log_output
 from proxy.access_log import AccessLog, configure_logging
 from proxy.admin import start_admin
 from proxy.config import Config, ConfigError, iter_summary, load_config
@@ -63,10 +64,13 @@ def serve(config: Config, config_file: str) -> int:
         for warning in config.warnings:
             log.warning("configuration: %s", warning)
     workers = config.workers or os.cpu_count() or 1
-    if os.environ.get(WORKER_ENV) == "1" or workers == 1:
-        admin = os.environ.get(WORKER_ENV) != "1"
-        return asyncio.run(_run_worker(config, config_file, with_admin=admin))
-    return asyncio.run(_run_supervisor(config, config_file, workers))
+    try:
+        if os.environ.get(WORKER_ENV) == "1" or workers == 1:
+            admin = os.environ.get(WORKER_ENV) != "1"
+            return asyncio.run(_run_worker(config, config_file, with_admin=admin))
+        return asyncio.run(_run_supervisor(config, config_file, workers))
+    finally:
+        log_output.close_all()  # what a stalled reader left queued: one last, bounded try
 
 
 def _c_parser_available() -> bool:

@@ -6,14 +6,25 @@ secrets, every cookie value and every session marker registered below.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import re
 import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 import pytest
+import yaml
 
-from tests.integration.backends import RunningBackend, free_port, start_backend
+from tests.integration.backends import REPO_ROOT, RunningBackend, free_port, start_backend
 from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import CookieClient, RawConnection
 from tests.integration.sidecar import SECRET_1, RunningProxy, base_config
@@ -87,3 +98,124 @@ def test_debug_output_holds_no_secret_cookie_or_session_on_any_path(proxy: Runni
     assert "session invalid: bad signature" in output
     for value in (SECRET_1, RELOAD_SECRET, MARKER, HEADER_MARKER):
         assert value not in output
+
+
+# --- a stalled reader never stalls a request -----------------------------------------------
+
+
+class UnreadPipeProxy:
+    """The proxy with one of its output streams on a small pipe that nobody reads (yet)."""
+
+    def __init__(self, backend: RunningBackend, stream: Literal["stdout", "stderr"], tmp: Path):
+        self.stream = stream
+        self.port, admin_port = free_port(), free_port()
+        self.metrics_url = f"http://127.0.0.1:{admin_port}/metrics"
+        config = base_config(backend.url, log_format="json")
+        config["listen"] = f"127.0.0.1:{self.port}"
+        config["admin_listen"] = f"127.0.0.1:{admin_port}"
+        (tmp / "proxy.yaml").write_text(yaml.safe_dump(config))
+        self.read_fd, write_fd = os.pipe()
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, 4096)  # full after a dozen lines
+        self.other_log = tmp / "other.log"
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SESSION_SIDECAR_LOG_LEVEL": "DEBUG"}
+        with self.other_log.open("wb") as other:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "proxy", "serve", "-c", str(tmp / "proxy.yaml")],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=write_fd if stream == "stdout" else other,
+                stderr=write_fd if stream == "stderr" else other,
+            )
+        os.close(write_fd)
+        self.received = bytearray()
+        self._reader: threading.Thread | None = None
+        deadline = time.monotonic() + 20
+        while True:
+            assert self.process.poll() is None, self.other_log.read_text()
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the proxy never listened"
+                time.sleep(0.05)
+
+    def resume_reading(self) -> None:
+        def read() -> None:
+            while piece := os.read(self.read_fd, 65536):
+                self.received += piece
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+
+    def dropped(self) -> float:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as reply:
+            page = reply.read().decode()
+        pattern = rf'session_sidecar_log_lines_dropped_total{{stream="{self.stream}"}} (\S+)'
+        match = re.search(pattern, page)
+        assert match, page
+        return float(match.group(1))
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(30)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            if self._reader is None:
+                self.resume_reading()  # let the process's last writes go somewhere
+            self._reader.join(5)  # type: ignore[union-attr]
+            os.close(self.read_fd)
+
+
+def timed_requests(port: int, count: int, path: str = "/whoami") -> list[float]:
+    """``count`` requests on one keep-alive connection, each with an invalid session (one
+    DEBUG line each); every one must succeed. Their durations in seconds."""
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: session.0=S1.not-a-session\r\n\r\n"
+    )
+    durations = []
+    with RawConnection(port, timeout=10) as connection:
+        for _ in range(count):
+            started = time.monotonic()
+            connection.send(request)
+            assert connection.read_response().status == 200
+            durations.append(time.monotonic() - started)
+    return durations
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_an_unread_output_pipe_never_slows_a_request(
+    backend: RunningBackend, stream: Literal["stdout", "stderr"], tmp_path: Path
+) -> None:
+    proxy = UnreadPipeProxy(backend, stream, tmp_path)
+    try:
+        started = time.monotonic()
+        durations = timed_requests(proxy.port, 2000)
+        assert time.monotonic() - started < 120
+        assert max(durations) < 1.0, f"slowest request took {max(durations):.3f}s"
+        dropped = proxy.dropped()
+        assert dropped > 0
+        # The reader comes back: lines flow again, and the recovery is reported.
+        proxy.resume_reading()
+        deadline = time.monotonic() + 15
+        while b"drains again" not in bytes(proxy.received) + proxy.other_log.read_bytes():
+            assert time.monotonic() < deadline, "the recovery was never reported"
+            timed_requests(proxy.port, 5, "/whoami?after")
+            time.sleep(0.1)
+        # Lines that came while the backlog drained may have been dropped too; from now on none.
+        dropped = proxy.dropped()
+        before = len(proxy.received)
+        timed_requests(proxy.port, 20)
+        deadline = time.monotonic() + 10
+        while len(proxy.received) - before < 20 * 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(proxy.received) - before >= 20 * 100, "lines did not flow again"
+        assert proxy.dropped() == dropped  # nothing more lost once it drains
+    finally:
+        code = proxy.stop()
+    assert code == 0, proxy.other_log.read_text()
+    notices = (bytes(proxy.received) + proxy.other_log.read_bytes()).decode(errors="replace")
+    if stream == "stdout":  # the first notice goes to stderr, which is read
+        assert notices.count(f"{stream} is not being read") == 1
+    assert f"{stream} drains again; " in notices

@@ -1,5 +1,6 @@
 """The access log and the process log: their formats, and what they must never contain."""
 
+import asyncio
 import io
 import json
 import logging
@@ -7,7 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from proxy.access_log import LOG_LEVEL_ENV, AccessLog, configure_logging, loggable_path
+from proxy.access_log import (
+    FLUSH_SECONDS,
+    LOG_LEVEL_ENV,
+    AccessLog,
+    OutputHandler,
+    configure_logging,
+    loggable_path,
+)
 from proxy.request_record import RequestRecord
 
 JSON_KEYS = {
@@ -184,42 +192,38 @@ class CountingStream(io.StringIO):
     def __init__(self) -> None:
         super().__init__()
         self.writes = 0
-        self.flushes = 0
 
     def write(self, text: str) -> int:
         self.writes += 1
         return super().write(text)
 
-    def flush(self) -> None:
-        self.flushes += 1
-        super().flush()
 
-
-def test_each_line_is_one_write_followed_by_a_flush() -> None:
+def test_outside_an_event_loop_each_line_is_one_write() -> None:
     stream = CountingStream()
     access_log = AccessLog("json", stream)
     access_log(record())
     access_log(record())
-    assert (stream.writes, stream.flushes) == (2, 2)
+    assert stream.writes == 2
 
 
-def test_access_log_goes_to_stdout_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+def test_in_an_event_loop_lines_are_batched_into_one_write() -> None:
+    stream = CountingStream()
+    access_log = AccessLog("json", stream)
+
+    async def burst() -> None:
+        for _ in range(5):
+            access_log(record())
+        await asyncio.sleep(FLUSH_SECONDS * 3)
+
+    asyncio.run(burst())
+    assert (stream.writes, len(stream.getvalue().splitlines())) == (1, 5)
+
+
+def test_access_log_goes_to_stdout_by_default(capfd: pytest.CaptureFixture[str]) -> None:
     AccessLog("json")(record())
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()
     assert json.loads(captured.out)["request_id"] == "req-1"
     assert captured.err == ""
-
-
-def test_a_broken_stdout_is_reported_once_and_never_raises(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    stream = io.StringIO()
-    stream.close()
-    access_log = AccessLog("json", stream)
-    with caplog.at_level(logging.ERROR, logger="session_sidecar.access_log"):
-        access_log(record())
-        access_log(record())
-    assert len(caplog.records) == 1
 
 
 # --- the process log ----------------------------------------------------------------------
@@ -240,11 +244,11 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.mark.usefixtures("restore_logging")
 def test_json_process_log_is_one_object_per_line_on_stderr(
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     configure_logging("json")
     logging.getLogger("session_sidecar.test").warning("upstream %s: refused", "app")
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()
     entry = json.loads(captured.err)
     assert entry["level"] == "warning"
     assert entry["logger"] == "session_sidecar.test"
@@ -254,43 +258,51 @@ def test_json_process_log_is_one_object_per_line_on_stderr(
 
 
 @pytest.mark.usefixtures("restore_logging")
-def test_text_process_log_names_level_and_logger(capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_process_log_names_level_and_logger(capfd: pytest.CaptureFixture[str]) -> None:
     configure_logging("text")
     logging.getLogger("session_sidecar.test").error("stopped")
-    assert capsys.readouterr().err.split(" ", 1)[1] == "ERROR session_sidecar.test: stopped\n"
+    assert capfd.readouterr().err.split(" ", 1)[1] == "ERROR session_sidecar.test: stopped\n"
 
 
 @pytest.mark.usefixtures("restore_logging")
 def test_log_level_comes_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv(LOG_LEVEL_ENV, "warning")
     configure_logging("text")
     logging.getLogger("session_sidecar.test").info("hidden")
-    assert capsys.readouterr().err == ""
+    assert capfd.readouterr().err == ""
     assert logging.getLogger().level == logging.WARNING
 
 
 @pytest.mark.usefixtures("restore_logging")
 def test_unknown_log_level_falls_back_to_the_default(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv(LOG_LEVEL_ENV, "chatty")
     configure_logging("text")
     assert logging.getLogger().level == logging.INFO
-    assert "is not a log level" in capsys.readouterr().err
+    assert "is not a log level" in capfd.readouterr().err
 
 
 @pytest.mark.usefixtures("restore_logging")
-def test_configuring_twice_installs_one_handler(capsys: pytest.CaptureFixture[str]) -> None:
+def test_configuring_twice_installs_one_handler(capfd: pytest.CaptureFixture[str]) -> None:
     configure_logging("json")
     configure_logging("json")
     logging.getLogger("session_sidecar.test").warning("once")
-    assert len(capsys.readouterr().err.splitlines()) == 1
+    assert len(capfd.readouterr().err.splitlines()) == 1
 
 
 @pytest.mark.usefixtures("restore_logging")
-def test_aiohttp_access_logger_is_silenced(capsys: pytest.CaptureFixture[str]) -> None:
+def test_process_log_goes_through_the_non_blocking_output() -> None:
+    configure_logging("text")
+    (handler,) = [h for h in logging.getLogger().handlers if isinstance(h, OutputHandler)]
+    assert handler.output.name == "stderr"
+    assert not any(type(h) is logging.StreamHandler for h in logging.getLogger().handlers)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_aiohttp_access_logger_is_silenced(capfd: pytest.CaptureFixture[str]) -> None:
     configure_logging("json")
     logging.getLogger("aiohttp.access").critical('127.0.0.1 "GET /?token=x" 200')
-    assert capsys.readouterr().err == ""
+    assert capfd.readouterr().err == ""
