@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -41,6 +42,10 @@ from proxy.upstream_connection import UpstreamPool
 log = logging.getLogger("session_sidecar.server")
 
 WORKER_ENV = "SESSION_SIDECAR_WORKER"
+#: The supervisor's pid, so a worker can tell whether it is still there.
+SUPERVISOR_PID_ENV = "SESSION_SIDECAR_SUPERVISOR_PID"
+#: <linux/prctl.h>: deliver a signal to this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
 #: The supervisor's listening socket, as a file descriptor number its workers inherit.
 LISTEN_FD_ENV = "SESSION_SIDECAR_LISTEN_FD"
 ALLOW_PY_PARSER_ENV = "SESSION_SIDECAR_ALLOW_PY_PARSER"
@@ -64,6 +69,8 @@ def serve(config: Config, config_file: str) -> int:
         for warning in config.warnings:
             log.warning("configuration: %s", warning)
     workers = config.workers or os.cpu_count() or 1
+    if os.environ.get(WORKER_ENV) == "1":
+        _stop_with_supervisor()
     try:
         if os.environ.get(WORKER_ENV) == "1" or workers == 1:
             admin = os.environ.get(WORKER_ENV) != "1"
@@ -71,6 +78,18 @@ def serve(config: Config, config_file: str) -> int:
         return asyncio.run(_run_supervisor(config, config_file, workers))
     finally:
         log_output.close_all()  # what a stalled reader left queued: one last, bounded try
+
+
+def _stop_with_supervisor() -> None:
+    """Have the kernel send this worker SIGTERM when its supervisor dies (Linux prctl).
+
+    SIGTERM is still blocked here (see ``_spawn_worker``), so it waits for the handler and
+    becomes a graceful stop. A supervisor already gone is noticed by the parent pid.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.environ.get(SUPERVISOR_PID_ENV) not in (None, str(os.getppid())):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _c_parser_available() -> bool:
@@ -192,7 +211,6 @@ async def _run_worker(config: Config, config_file: str, with_admin: bool) -> int
 
 
 async def _run_supervisor(config: Config, config_file: str, workers: int) -> int:
-    loop = asyncio.get_running_loop()
     try:
         sock = _listen_socket(config)
     except OSError as exc:
@@ -201,6 +219,7 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
     env = dict(os.environ)
     env[WORKER_ENV] = "1"
     env[LISTEN_FD_ENV] = str(sock.fileno())
+    env[SUPERVISOR_PID_ENV] = str(os.getpid())
     metrics_dir = env.get("PROMETHEUS_MULTIPROC_DIR")
     owned_dir = None
     if not metrics_dir:
@@ -215,7 +234,34 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
     state = {"config": config}
     admin = await start_admin(lambda: state["config"])
     command = [sys.executable, "-m", "proxy", "serve", "-c", config_file]
-    children = [_spawn_worker(command, env, sock) for _ in range(workers)]
+    children: list[subprocess.Popen[Any]] = []
+    try:
+        children.extend(_spawn_worker(command, env, sock) for _ in range(workers))
+        await _supervise(children, command, env, sock, config_file, state)
+    finally:
+        # Whatever ended the supervision, no worker outlives its supervisor.
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+        codes = [c.wait() for c in children]
+    if admin is not None:
+        await admin.cleanup()
+    sock.close()
+    if owned_dir is not None:
+        owned_dir.cleanup()
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+async def _supervise(
+    children: list[subprocess.Popen[Any]],
+    command: list[str],
+    env: dict[str, str],
+    sock: socket.socket,
+    config_file: str,
+    state: dict[str, Config],
+) -> None:
+    """Restart workers that die, forward signals, and on a stop wait for them to finish."""
+    loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
     def forward(sig: signal.Signals) -> None:
@@ -240,7 +286,8 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     loop.add_signal_handler(signal.SIGHUP, reload)
-    log.info("supervising %d workers on %s (pid %d)", workers, config.listen, os.getpid())
+    config = state["config"]
+    log.info("supervising %d workers on %s (pid %d)", len(children), config.listen, os.getpid())
     while not stopping.is_set():
         for i, child in enumerate(children):
             code = child.poll()
@@ -252,16 +299,6 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
     deadline = loop.time() + state["config"].shutdown_timeout + 5
     while any(c.poll() is None for c in children) and loop.time() < deadline:
         await asyncio.sleep(0.1)
-    for child in children:
-        if child.poll() is None:
-            child.kill()
-    if admin is not None:
-        await admin.cleanup()
-    sock.close()
-    if owned_dir is not None:
-        owned_dir.cleanup()
-    codes = [c.wait() for c in children]
-    return 0 if all(code == 0 for code in codes) else 1
 
 
 def _spawn_worker(

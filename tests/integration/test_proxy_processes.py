@@ -220,6 +220,28 @@ def test_two_workers_serve_sessions(backend: RunningBackend) -> None:
         assert proxy.stop() == 0
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_stop_when_their_supervisor_is_killed(backend: RunningBackend) -> None:
+    with proxy_with(backend, [SECRET_1], workers=2) as proxy:
+        workers = _children(proxy.process.pid)
+        assert len(workers) == 2
+        proxy.process.kill()  # SIGKILL: the supervisor cannot forward anything
+        proxy.process.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived its supervisor"
+            time.sleep(0.1)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=1).close()
+
+
 def test_sigterm_while_workers_start_stops_them_all_cleanly(backend: RunningBackend) -> None:
     # A worker still booting gets the forwarded SIGTERM before its handlers exist.
     for _ in range(3):
@@ -228,6 +250,21 @@ def test_sigterm_while_workers_start_stops_them_all_cleanly(backend: RunningBack
 
 
 # --- one port, one instance -------------------------------------------------------------------
+
+
+def _processes_running(config_file: Path) -> list[int]:
+    """Live processes whose command line names ``config_file``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(config_file).encode() in command and _alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
 
 
 def _serve_once(config: dict[str, Any], workdir: Path, timeout: float = 30.0) -> tuple[int, str]:
@@ -271,6 +308,7 @@ def test_second_instance_on_a_busy_port_exits_and_the_first_keeps_all_traffic(
         code, output = _serve_once(second, tmp_path)
         assert code != 0, output
         assert "address already in use" in output.lower(), output
+        assert _processes_running(tmp_path / "second.yaml") == []
         replies = [_get_over_a_new_connection(first.port) for _ in range(200)]
         assert all(r.startswith(b"HTTP/1.1 200 ") and r.endswith(b"first") for r in replies)
         assert (len(first_upstream.heads), second_upstream.connections) == (200, 0)
