@@ -80,7 +80,10 @@ def _read_secret(
 ) -> Secret | None:
     if isinstance(item, str):
         return _read_string_secret(item, path, env, errors)
+    before = len(errors)
     item = walk_substitute(item, path, env, errors)
+    if len(errors) > before:
+        return None  # an unset variable in a file path: reported once, nothing to read
     if isinstance(item, dict) and set(item) == {"file"} and isinstance(item["file"], str):
         file = Path(item["file"])
         if not file.is_absolute():

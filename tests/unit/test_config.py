@@ -354,6 +354,13 @@ def test_secret_file_path_takes_environment_variables(tmp_path: Path) -> None:
     assert parse(text, env={"DIR": str(tmp_path)}).secrets[0].value == SECRET.encode()
 
 
+def test_unset_variable_in_a_secret_file_path_is_reported_once() -> None:
+    text = "secrets:\n  - file: ${DIR}/k\nupstreams:\n  - url: http://a\n"
+    assert errors_of(text, env={}) == [
+        "secrets[0].file: environment variable DIR is not set (set it or remove ${DIR})"
+    ]
+
+
 def test_double_dollar_is_a_literal_dollar() -> None:
     text = "secrets:\n  - $${NOT_A_VAR}-0123456789-0123456789-abc\nupstreams:\n  - url: http://a\n"
     assert parse(text, env={}).secrets[0].value == b"${NOT_A_VAR}-0123456789-0123456789-abc"
