@@ -20,7 +20,15 @@ import yaml
 
 from proxy.config_cookie import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, CookiePolicy, SameSite, parse_cookie
 from proxy.config_migrate import MigrateConfig, parse_migrate
-from proxy.config_reader import ConfigError, Section, kind, parse_duration, show, walk_substitute
+from proxy.config_reader import (
+    ConfigError,
+    Section,
+    kind,
+    parse_duration,
+    show,
+    walk_substitute,
+    without_echoes,
+)
 from proxy.config_secrets import MIN_SECRET_BYTES, Secret, parse_secret_list
 from proxy.config_session import SessionPolicy, parse_session
 from proxy.config_upstreams import Upstream, parse_upstreams
@@ -211,7 +219,7 @@ def parse_config(
         errors.append("admin_listen: must not share the proxied port with listen")
     top.check_unknown()
     if errors:
-        raise ConfigError(errors)
+        raise ConfigError(without_echoes(errors))
     assert listen is not None
     return Config(
         listen=listen,

@@ -22,6 +22,8 @@ class ConfigError(Exception):
 # --- environment substitution -------------------------------------------------------------
 
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: In every message about an unset variable, right after the key path.
+_UNSET = ": environment variable "
 
 
 def substitute_env(value: str, path: str, env: Mapping[str, str], errors: list[str]) -> str:
@@ -32,9 +34,7 @@ def substitute_env(value: str, path: str, env: Mapping[str, str], errors: list[s
         if var is None:
             return "$"
         if var not in env:
-            errors.append(
-                f"{path}: environment variable {var} is not set (set it or remove ${{{var}}})"
-            )
+            errors.append(f"{path}{_UNSET}{var} is not set (set it or remove ${{{var}}})")
             return ""
         return env[var]
 
@@ -65,6 +65,13 @@ def walk_substitute(
     if isinstance(node, list):
         return [walk_substitute(v, f"{path}[{i}]", env, errors, skip) for i, v in enumerate(node)]
     return node
+
+
+def without_echoes(errors: list[str]) -> list[str]:
+    """``errors`` minus those an unset variable caused at its own key path (an empty
+    ``listen`` after ``${LISTEN}``, say): the unset variable is the one problem to report."""
+    unset = {e.partition(": ")[0] for e in errors if _UNSET in e}
+    return [e for e in errors if _UNSET in e or e.partition(": ")[0] not in unset]
 
 
 def join(path: str, key: str) -> str:

@@ -361,6 +361,21 @@ def test_unset_variable_in_a_secret_file_path_is_reported_once() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("snippet", "path"),
+    [("listen: ${LISTEN}\n", "listen"), ("admin_listen: ${ADMIN}\n", "admin_listen")],
+)
+def test_unset_variable_anywhere_is_reported_once(snippet: str, path: str) -> None:
+    (error,) = errors_of(MINIMAL + snippet)
+    assert error.startswith(f"{path}: environment variable ")
+
+
+def test_unset_variable_in_an_upstream_url_is_reported_once() -> None:
+    assert errors_of(with_upstreams("{url: '${APP_URL}'}")) == [
+        "upstreams[0].url: environment variable APP_URL is not set (set it or remove ${APP_URL})"
+    ]
+
+
 def test_double_dollar_is_a_literal_dollar() -> None:
     text = "secrets:\n  - $${NOT_A_VAR}-0123456789-0123456789-abc\nupstreams:\n  - url: http://a\n"
     assert parse(text, env={}).secrets[0].value == b"${NOT_A_VAR}-0123456789-0123456789-abc"
