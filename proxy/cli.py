@@ -13,12 +13,9 @@ from collections.abc import Sequence
 
 from proxy import __version__
 from proxy.config import Config, ConfigError, config_path, iter_summary, load_config
-from proxy.proxy_state import codec_from_config as codec_from_config  # re-export: see below
+from proxy.proxy_state import codec_from_config
 from proxy.session_codec import SessionError, normalize_session_json
 from proxy.session_cookies import SetCookieWriter, split_cookie_header
-
-# codec_from_config is re-exported only until tests/unit/test_session_exchange.py imports it
-# from proxy.proxy_state; nothing in the package imports the CLI.
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -30,8 +30,9 @@ from aiohttp.client_exceptions import ClientPayloadError
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage, RawResponseMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from multidict import CIMultiDict
 
-from proxy.http_headers import ForwardingInfo
+from proxy.http_headers import ForwardingInfo, HeaderPolicy
 from proxy.proxy_exchange import Exchange
 from proxy.proxy_state import ProxyState
 from proxy.request_record import Observer, RequestRecord
@@ -464,10 +465,13 @@ class ProxyConnection(BaseProtocol):
             return
         state = ex.state
         record = ex.record
-        headers, set_values = state.headers.client_response_headers(
+        split = state.headers.client_response_headers(
             message.headers.items(), ",".join(message.headers.getall("Connection", ()))
         )
-        outbound = state.exchange.outbound(_inbound(ex), set_values, time.time())
+        headers = split.headers
+        outbound = state.exchange.outbound(
+            _inbound(ex), split.set_values, time.time(), split.patch_values
+        )
         _record_outbound(record, outbound)
         if outbound.error_body is not None:
             log.warning(
@@ -479,8 +483,7 @@ class ProxyConnection(BaseProtocol):
             self._release(ex, clean=False)
             self._reply(ex, outbound.error_status, outbound.error_body)
             return
-        for cookie in outbound.set_cookies:
-            headers.add("Set-Cookie", cookie)
+        _add_cookies(headers, outbound)
         if "X-Request-Id" not in headers:
             headers["X-Request-Id"] = record.request_id
         bodyless = ex.message.method == "HEAD" or message.code in (204, 304)
@@ -574,18 +577,18 @@ class ProxyConnection(BaseProtocol):
     # --- WebSocket relay ------------------------------------------------------------------
 
     def _open_tunnel(self, ex: Exchange, message: RawResponseMessage) -> None:
-        headers, set_values = ex.state.headers.client_response_headers(
-            message.headers.items(), None
+        split = ex.state.headers.client_response_headers(message.headers.items(), None)
+        headers = split.headers
+        outbound = ex.state.exchange.outbound(
+            _inbound(ex), split.set_values, time.time(), split.patch_values
         )
-        outbound = ex.state.exchange.outbound(_inbound(ex), set_values, time.time())
         _record_outbound(ex.record, outbound)
         if outbound.error_body is not None:
             self._release(ex, clean=False)
             ex.keep_alive = False
             self._reply(ex, outbound.error_status, outbound.error_body)
             return
-        for cookie in outbound.set_cookies:
-            headers.add("Set-Cookie", cookie)
+        _add_cookies(headers, outbound)
         headers["Upgrade"] = message.headers["Upgrade"]  # checked by accepts()
         headers["Connection"] = "Upgrade"
         if "X-Request-Id" not in headers:
@@ -696,6 +699,13 @@ class ProxyConnection(BaseProtocol):
 def _inbound(ex: Exchange) -> Inbound:
     assert ex.inbound is not None
     return ex.inbound
+
+
+def _add_cookies(headers: CIMultiDict[str], outbound: Outbound) -> None:
+    if outbound.set_cookies:
+        for cookie in outbound.set_cookies:
+            headers.add("Set-Cookie", cookie)
+        HeaderPolicy.mark_uncacheable(headers)
 
 
 def _record_outbound(record: RequestRecord, outbound: Outbound) -> None:

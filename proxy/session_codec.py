@@ -131,16 +131,41 @@ def normalize_session_json(raw: str | bytes, max_bytes: int) -> str | None:
     :class:`InvalidSessionJSON` for anything but a JSON object, :class:`SessionTooLarge` past
     ``max_bytes``. Done once when a session is set, so requests never parse JSON.
     """
+    value = parse_session_json(raw, max_bytes)
+    if value is not None and not isinstance(value, dict):
+        raise InvalidSessionJSON(f"expected a JSON object, got {type(value).__name__}")
+    return compact_session(value, max_bytes)
+
+
+def parse_session_json(raw: str | bytes, max_bytes: int) -> Any:
+    """Parse JSON that every other language reads back the same (RFC 8259 section 8.1 / RFC
+    7493): UTF-8 only, no lone surrogate, no NaN or Infinity, no number past a double's range.
+    Big integers are exact in Python and pass unchanged. Any JSON value, not only an object."""
     if len(raw) > max_bytes * 8:  # even maximal whitespace cannot shrink it under the limit
         raise SessionTooLarge(len(raw), max_bytes, "JSON")
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidSessionJSON("not UTF-8") from None
+    elif not raw.isascii():
+        # Header bytes arrive decoded with surrogateescape: a byte that is not UTF-8 (a raw
+        # Latin-1 e-acute, say) is a lone surrogate here, which strict UTF-8 refuses.
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidSessionJSON("not UTF-8") from None
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise InvalidSessionJSON(f"not valid JSON ({type(exc).__name__})") from None
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise InvalidSessionJSON(f"expected a JSON object, got {type(value).__name__}")
+    if ("\\u" in raw or "\\U" in raw) and _has_surrogate(value):
+        raise InvalidSessionJSON("a string holds a lone surrogate (not Unicode)")
+    return value
+
+
+def compact_session(value: Any, max_bytes: int) -> str | None:
+    """A parsed session as compact ASCII JSON; None for ``{}`` and ``null`` (clear it)."""
     if not value:
         return None
     try:
@@ -152,8 +177,26 @@ def normalize_session_json(raw: str | bytes, max_bytes: int) -> str | None:
     return text
 
 
+def _has_surrogate(value: Any) -> bool:
+    # json.loads joins an escaped pair into one code point: any surrogate left is lone.
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):
+        return False  # compact_session reports it
+    return False
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")  # 1e400 would become Infinity
+    return value
 
 
 def _b64len(nbytes: int) -> int:

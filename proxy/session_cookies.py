@@ -6,6 +6,7 @@ The codec deals in chunk values by index; this module maps them to and from cook
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from proxy.config import CookiePolicy
@@ -32,25 +33,32 @@ class CookieSplit:
 
 
 def split_cookie_header(header: str | None, name: str) -> CookieSplit:
-    """Separate ``<name>.<i>`` cookies from the rest of a ``Cookie`` header."""
+    """Separate ``<name>.<i>`` cookies from the rest of a ``Cookie`` header.
+
+    A pair that some backend's parser could still read as a chunk (RFC 2965 commas, a quoted
+    name, another case: ``a=1, session.0=x``, ``"session.0"=x``) is dropped, never forwarded:
+    only the proxy's own reading of the chunks may reach a backend."""
     if not header:
         return CookieSplit()
     prefix = name + "."
-    if prefix not in header:
+    lower_prefix = prefix.lower()
+    if prefix not in header and lower_prefix not in header.lower():
         return CookieSplit(others=header)
+    hidden = _hidden_chunk_pattern(lower_prefix)
     split = CookieSplit()
     others: list[str] = []
     plen = len(prefix)
     for piece in header.split(";"):
         pair = piece.strip()
         if not pair.startswith(prefix):
-            if pair:
+            if pair and not hidden.search(pair):
                 others.append(pair)
             continue
         key, _, value = pair.partition("=")
         index_text = key[plen:].rstrip()
         if not _is_chunk_index(index_text):
-            others.append(pair)
+            if not hidden.search(pair):
+                others.append(pair)
             continue
         index = int(index_text)
         value = value.strip()
@@ -68,6 +76,22 @@ def split_cookie_header(header: str | None, name: str) -> CookieSplit:
             split.conflicts.add(index)
     split.others = "; ".join(others) or None
     return split
+
+
+_HIDDEN_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def _hidden_chunk_pattern(lower_prefix: str) -> re.Pattern[str]:
+    """``<name>.<digits>`` at the start of a pair or after a separator a lenient parser splits
+    on, followed by ``=`` or the end (a nameless cookie, RFC 6265bis section 5.6)."""
+    pattern = _HIDDEN_CACHE.get(lower_prefix)
+    if pattern is None:
+        pattern = re.compile(
+            r"(?:^|[\s,;\"'])" + re.escape(lower_prefix) + r"[0-9]+\s*(?:=|\"|'|,|$)",
+            re.IGNORECASE,
+        )
+        _HIDDEN_CACHE[lower_prefix] = pattern
+    return pattern
 
 
 def _is_chunk_index(text: str) -> bool:

@@ -8,6 +8,8 @@ session cookie untouched. The proxy handler calls these two and knows nothing of
 from __future__ import annotations
 
 import enum
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from proxy.config import Config
@@ -18,9 +20,12 @@ from proxy.session_codec import (
     SessionCodec,
     SessionState,
     SessionTooLarge,
+    compact_session,
     normalize_session_json,
+    parse_session_json,
 )
 from proxy.session_cookies import CookieSplit, SetCookieWriter, split_cookie_header
+from proxy.session_patch import merge_patch
 
 
 class Change(enum.Enum):
@@ -28,6 +33,7 @@ class Change(enum.Enum):
 
     NONE = "none"
     SET = "set"
+    PATCHED = "patched"  # an RFC 7396 merge patch applied to the request's session
     CLEARED = "cleared"
     RESIGNED = "resigned"  # verified only with an older secret, re-signed with the newest
     REFRESHED = "refreshed"  # older than refresh_after, re-issued with a new timestamp
@@ -101,13 +107,28 @@ class SessionExchange:
         split = split_cookie_header(cookie_header, self.cookie_name)
         return Inbound(split, self.codec.decode(split.chunks))
 
-    def outbound(self, inbound: Inbound, set_values: list[str], now: float) -> Outbound:
-        if not set_values:
+    def outbound(
+        self,
+        inbound: Inbound,
+        set_values: Sequence[str],
+        now: float,
+        patch_values: Sequence[str] = (),
+    ) -> Outbound:
+        """What the backend's set- or patch-header does to the session. Either header, sent
+        once; both, or one twice, is refused with the old session kept."""
+        if not set_values and not patch_values:
             return self._maintain(inbound, now)
-        if len(set_values) > 1:
-            return _refused_header("the set-header was sent more than once")
+        if set_values and patch_values:
+            return _refused_header("both the set-header and the patch-header were sent")
+        if len(set_values) > 1 or len(patch_values) > 1:
+            return _refused_header("the set- or patch-header was sent more than once")
         try:
-            payload = normalize_session_json(set_values[0], self.max_json_bytes)
+            if set_values:
+                payload = normalize_session_json(set_values[0], self.max_json_bytes)
+                change = Change.SET
+            else:
+                payload = self._patched(inbound, patch_values[0])
+                change = Change.PATCHED
         except InvalidSessionJSON as exc:
             return _refused_header(str(exc))
         except SessionTooLarge as exc:
@@ -119,7 +140,17 @@ class SessionExchange:
             encoded = self.codec.encode(payload)
         except SessionTooLarge as exc:
             return _overflow(exc)
-        return self._replace(inbound, encoded, Change.SET)
+        return self._replace(inbound, encoded, change)
+
+    def _patched(self, inbound: Inbound, raw: str) -> str | None:
+        patch = parse_session_json(raw, self.max_json_bytes)
+        valid = inbound.state is SessionState.VALID
+        # The payload is the codec's own compact JSON: parsing it back cannot fail.
+        current = json.loads(inbound.payload) if valid else {}
+        result = merge_patch(current, patch)
+        if result is not None and not isinstance(result, dict):
+            raise InvalidSessionJSON(f"the patch made a {type(result).__name__}, not an object")
+        return compact_session(result, self.max_json_bytes)
 
     def _maintain(self, inbound: Inbound, now: float) -> Outbound:
         if inbound.state is not SessionState.VALID or inbound.issued_at is None:

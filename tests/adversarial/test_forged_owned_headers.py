@@ -20,10 +20,9 @@ pytestmark = pytest.mark.integration
 
 MARKER = "forged-7f3a-marker"
 FORGED = '{"user":"admin","m":"' + MARKER + '"}'
-#: Spellings the proxy folds today ('-', '_', case); '.' is issue 7 item 4, kept out until fixed.
+#: Spellings in '-', '_' and case; the '.' spellings are in test_forged_dot_spellings.py.
 SPELLINGS = ["X-Session", "x-session", "X_SESSION", "X_Session", "x-SESSION"]
-#: X-Patch-Session (issue 9) is not dropped from requests yet: see the board, added once it is.
-OWNED = ["Session", "Session-Status", "Set-Session"]
+OWNED = ["Session", "Session-Status", "Set-Session", "Patch-Session"]
 
 
 def spelled(base: str, spelling: str) -> str:

@@ -40,7 +40,8 @@ def names(out: CIMultiDict[str]) -> set[str]:
 def response(
     *items: tuple[str, str], connection: str | None = None
 ) -> tuple[CIMultiDict[str], list[str]]:
-    return POLICY.client_response_headers(list(items), connection)
+    split = POLICY.client_response_headers(list(items), connection)
+    return split.headers, split.set_values
 
 
 # --- canonical_name ---------------------------------------------------------------------------
@@ -306,3 +307,79 @@ def test_ipv4_mapped_peer_is_trusted_by_its_ipv4_network() -> None:
 def test_no_forwarded_for_header_when_the_peer_is_unknown() -> None:
     out = upstream(info=ForwardingInfo(peer="", scheme="http", host="example.com"))
     assert "x-forwarded-for" not in names(out)
+
+
+# --- every spelling a lenient backend folds together (issue 7 item 4) ---------------------
+
+
+def test_owned_request_headers_are_dropped_after_folding_every_punctuation() -> None:
+    forged = ["X.Session", "x.session.status", "X.Set.Session", "X-Patch-Session"]
+    forged += ["X.Patch_Session", "X~Session", "X--Session", "XSession"]
+    out = upstream(*((name, "{}") for name in forged), ("X-Sessions", "kept"))
+    assert list(out.keys())[:1] == ["X-Sessions"]
+    assert not any(name in out for name in forged)
+
+
+def test_patch_header_values_are_collected_in_any_spelling_and_never_forwarded() -> None:
+    split = POLICY.client_response_headers(
+        [("X-Patch-Session", '{"a":1}'), ("x.patch.session", "{}"), ("X.Set.Session", "null")],
+        None,
+    )
+    assert len(split.headers) == 0
+    assert split.patch_values == ['{"a":1}', "{}"]
+    assert split.set_values == ["null"]
+
+
+def test_dot_spelled_owned_response_headers_are_dropped() -> None:
+    out, set_values = response(("X.Session", "{}"), ("X.Session.Status", "valid"))
+    assert len(out) == 0
+    assert set_values == []
+
+
+def test_connection_tokens_never_remove_framing_headers() -> None:
+    out, _ = response(
+        ("Content-Length", "5"), ("X-Extra", "1"), connection="content-length, x-extra"
+    )
+    assert out.getall("Content-Length") == ["5"]
+    assert "X-Extra" not in out
+    req = upstream(("Content-Length", "5"), ("Connection", "content-length"))
+    assert req.getall("Content-Length") == ["5"]
+
+
+# --- nameless and disguised chunk Set-Cookies (issue 7 item 11) -----------------------------
+
+
+def test_nameless_or_disguised_chunk_set_cookies_are_dropped() -> None:
+    values = ["=session.0", "=session.0=x; Path=/", "session.3", " session.1 =x", "SESSION.2=x"]
+    out, _ = response(*(("Set-Cookie", v) for v in values), ("Set-Cookie", "=other"))
+    assert out.getall("Set-Cookie") == ["=other"]
+
+
+# --- shared caches never store a session (issue 7 item 10) --------------------------------
+
+
+def marked(*items: tuple[str, str]) -> CIMultiDict[str]:
+    out = CIMultiDict(items)
+    HeaderPolicy.mark_uncacheable(out)
+    return out
+
+
+def test_a_session_response_becomes_private_and_varies_on_cookie() -> None:
+    out = marked(("Content-Type", "text/html"))
+    assert out["Cache-Control"] == "private"
+    assert out["Vary"] == "Cookie"
+
+
+def test_public_and_s_maxage_go_and_the_rest_stays() -> None:
+    out = marked(("Cache-Control", "public, max-age=60"), ("Cache-Control", "s-maxage=600"))
+    assert out.getall("Cache-Control") == ["private, max-age=60"]
+
+
+def test_no_store_is_kept() -> None:
+    assert marked(("Cache-Control", "no-store"))["Cache-Control"] == "private, no-store"
+
+
+def test_vary_is_merged_not_duplicated() -> None:
+    assert marked(("Vary", "Accept, cookie"))["Vary"] == "Accept, cookie"
+    assert marked(("Vary", "Accept"), ("Vary", "Origin"))["Vary"] == "Accept, Origin, Cookie"
+    assert marked(("Vary", "*"))["Vary"] == "*"

@@ -626,3 +626,29 @@ def test_valid_result_reports_the_cookie_bytes_of_the_session() -> None:
     encoded = make_codec(**SMALL_CHUNKS).encode(random_session(4, 1500))
     chunks = {i: c.value for i, c in enumerate(encoded.cookies)}
     assert decode_fresh(chunks, **SMALL_CHUNKS).size == encoded.size
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"a": 1e400}',  # Python would read Infinity
+        '{"a": -1E+999}',
+        '{"a": "\\ud800"}',  # a lone high surrogate
+        '{"a": "\\udc00x"}',  # a lone low surrogate
+        '{"\\ud83d": 1}',  # in a key
+        '{"a": ["\\ude00\\ud83d"]}',  # a pair in the wrong order
+        '{"a": "caf\udce9"}',  # a raw Latin-1 byte, as surrogateescape gives it
+        b'{"a": "caf\xe9"}',
+    ],
+)
+def test_session_json_other_languages_cannot_read_back_is_rejected(raw: str | bytes) -> None:
+    with pytest.raises(InvalidSessionJSON):
+        normalize_session_json(raw, 1 << 20)
+
+
+def test_big_integers_and_escaped_pairs_pass_unchanged() -> None:
+    big = "1" + "0" * 40
+    raw = '{"n": ' + big + ', "e": "\\ud83d\\ude00", "u": "caf\u00e9"}'
+    assert normalize_session_json(raw, 1000) == (
+        '{"n":' + big + ',"e":"\\ud83d\\ude00","u":"caf\\u00e9"}'
+    )

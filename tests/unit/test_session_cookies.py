@@ -51,13 +51,11 @@ def test_missing_header_has_no_chunks_and_no_others(header: str | None) -> None:
 @pytest.mark.parametrize(
     "cookie",
     [
-        "session.01=v",
         "session.x=v",
         "session.+1=v",
         "session.-1=v",
         "session.1_0=v",
         "session.\u0663=v",  # ARABIC-INDIC DIGIT THREE: isdigit() but not ASCII
-        "session.1000=v",
         "session.=v",
         "session.1.2=v",
     ],
@@ -69,10 +67,31 @@ def test_non_canonical_index_is_not_a_chunk(cookie: str) -> None:
 
 
 def test_cookie_names_that_merely_start_like_the_session_are_not_chunks() -> None:
-    header = "sessionid=1; mysession.0=2; Session.0=3"
+    header = "sessionid=1; mysession.0=2; tracking=session.1234"
     split = split_cookie_header(header, "session")
     assert split.chunks == {}
     assert split.others == header
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        "session.01=v",  # a lenient int() reads chunk 1
+        "session.1000=v",
+        "Session.0=v",  # a case-folding parser
+        "SESSION.3=v",
+        "a=1, session.0=v",  # RFC 2965 commas: some parsers split on them
+        "a=1,session.0=v",
+        '"session.0"=v',  # a quoted name
+        "'session.0'=v",
+        "a=x session.0=v",
+        "a=1, session.0",  # a nameless cookie's bare value
+    ],
+)
+def test_a_pair_a_lenient_parser_reads_as_a_chunk_is_never_forwarded(pair: str) -> None:
+    split = split_cookie_header(f"keep=1; {pair}; session.0=a; other=2", "session")
+    assert split.chunks == {0: "a"}
+    assert split.others == "keep=1; other=2"
 
 
 def test_conflicting_duplicate_chunk_is_dropped_and_recorded() -> None:

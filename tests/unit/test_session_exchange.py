@@ -6,8 +6,8 @@ import base64
 import json
 import os
 
-from proxy.cli import codec_from_config
 from proxy.config import Config, parse_config
+from proxy.proxy_state import codec_from_config
 from proxy.session_codec import SessionCodec, SessionState
 from proxy.session_exchange import Change, Inbound, SessionExchange
 
@@ -331,3 +331,64 @@ def test_set_header_wins_over_a_due_refresh() -> None:
     outbound = exchange.outbound(exchange.inbound(header), ['{"user":2}'], clock.now)
     assert outbound.change is Change.SET
     assert reread(exchange, outbound.set_cookies).payload == '{"user":2}'
+
+
+# --- X-Patch-Session (RFC 7396) -----------------------------------------------------------
+
+
+def session_of(exchange: SessionExchange, set_cookies: tuple[str, ...]) -> Inbound:
+    header = "; ".join(c.split(";", 1)[0] for c in set_cookies if "Max-Age=0" not in c)
+    return exchange.inbound(header)
+
+
+def test_a_merge_patch_changes_only_its_keys() -> None:
+    exchange = make_exchange()
+    inbound = exchange.inbound(cookie_header(exchange, '{"user":1,"cart":[1],"theme":"dark"}'))
+    outbound = exchange.outbound(inbound, [], T0, ['{"cart":[1,2],"theme":null}'])
+    assert outbound.change is Change.PATCHED
+    assert json.loads(session_of(exchange, outbound.set_cookies).payload) == {
+        "user": 1,
+        "cart": [1, 2],
+    }
+
+
+def test_a_merge_patch_without_a_session_applies_to_an_empty_one() -> None:
+    exchange = make_exchange()
+    outbound = exchange.outbound(exchange.inbound("session.0=forged"), [], T0, ['{"a":{"b":1}}'])
+    assert outbound.change is Change.PATCHED
+    assert session_of(exchange, outbound.set_cookies).payload == '{"a":{"b":1}}'
+
+
+def test_a_merge_patch_that_empties_the_session_clears_it() -> None:
+    exchange = make_exchange()
+    inbound = exchange.inbound(cookie_header(exchange, USER))
+    outbound = exchange.outbound(inbound, [], T0, ['{"user":null}'])
+    assert outbound.change is Change.CLEARED
+    assert all("Max-Age=0" in c for c in outbound.set_cookies)
+
+
+def test_set_and_patch_together_or_a_patch_twice_are_refused() -> None:
+    exchange = make_exchange()
+    inbound = exchange.inbound(cookie_header(exchange, USER))
+    for sets, patches in (([USER], ['{"a":1}']), ([], ['{"a":1}', '{"b":1}'])):
+        outbound = exchange.outbound(inbound, sets, T0, patches)
+        assert outbound.change is Change.INVALID_HEADER
+        assert outbound.error_status == 502
+        assert outbound.set_cookies == ()
+
+
+def test_a_patch_that_is_not_an_object_or_not_portable_json_is_refused() -> None:
+    exchange = make_exchange()
+    inbound = exchange.inbound(cookie_header(exchange, USER))
+    for patch in ("[1]", '"x"', '{"a":1e400}', '{"a":"\\ud800"}', "{"):
+        outbound = exchange.outbound(inbound, [], T0, [patch])
+        assert outbound.change is Change.INVALID_HEADER, patch
+        assert outbound.set_cookies == ()
+
+
+def test_a_patched_session_past_the_limit_overflows_with_the_old_one_kept() -> None:
+    exchange = make_exchange(make_config(session="{compress: false, max_json_bytes: 100}"))
+    inbound = exchange.inbound(cookie_header(exchange, USER))
+    outbound = exchange.outbound(inbound, [], T0, [json.dumps({"blob": "x" * 200})])
+    assert outbound.change is Change.OVERFLOW
+    assert outbound.set_cookies == ()
