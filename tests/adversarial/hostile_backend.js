@@ -4,7 +4,9 @@
 //                    Connection: Upgrade, ?accept=<v> a Sec-WebSocket-Accept (a status-echo
 //                    route, as test and debug endpoints often are)
 //   /early           answers 200 at once, before reading the request body
-//   /whoami          echoes the session headers it saw and ?id=
+//   /whoami          echoes the session headers it saw, the Cookie header and ?id=
+//   /respond         answers 200 with each ?h=<name>&v=<value> pair as a response header,
+//                    written by Node as Latin-1 (what plain setHeader does with a JS string)
 //   /healthz         200
 //   /__requests      every request this process parsed (method, url, headers), then forgets
 //
@@ -57,8 +59,19 @@ const server = http.createServer((req, res) => {
       id: url.searchParams.get('id'),
       session: req.headers['x-session'] ?? null,
       status: req.headers['x-session-status'] ?? null,
+      cookie: req.headers.cookie ?? null,
       bytes: size,
     }));
+    return;
+  }
+  if (url.pathname === '/respond') {
+    const names = url.searchParams.getAll('h');
+    const values = url.searchParams.getAll('v');
+    const data = Buffer.from('{"ok":true}');
+    res.setHeader('Content-Type', 'application/json');
+    res.setHeader('Content-Length', data.length);
+    names.forEach((name, i) => res.appendHeader(name, values[i]));
+    res.end(data);
     return;
   }
   json(res, 404, { error: 'no route' });

@@ -1,0 +1,195 @@
+"""A real Node.js backend writes session headers no other language could read back, in spellings
+the proxy must fold, next to cache headers and Set-Cookies that would leak or forge a session.
+
+Issue 7 items 4 (a backend's ``X.Set.Session``), 5 (JSON), 10 (shared caches) and 11 (disguised
+chunk cookies), and the issue 9 merge patch, each on the real wire. Every refusal is a 502
+``invalid_session_header`` with the session the client held before still in force.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.integration.backends import RunningBackend, start_backend
+from tests.integration.log_watch import WATCH
+from tests.integration.proxy_client import CookieClient, RawConnection, Reply
+from tests.integration.sidecar import RunningProxy, base_config
+
+pytestmark = pytest.mark.integration
+
+OLD = {"user": "alice", "cart": [1, 2]}
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[RunningBackend]:
+    with start_backend("hostile-node") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def proxy(backend: RunningBackend) -> Iterator[RunningProxy]:
+    with WATCH.start_proxy(base_config(backend.url)) as running:
+        yield running
+
+
+def respond(client: CookieClient, *headers: tuple[str, str]) -> Reply:
+    """Have the backend answer with these response headers, verbatim (Latin-1)."""
+    query = urlencode([pair for name, value in headers for pair in (("h", name), ("v", value))])
+    return client.get(f"/respond?{query}")
+
+
+def session_seen(client: CookieClient) -> Any:
+    seen = client.get("/whoami").json()
+    assert seen["status"] in ("valid", "absent")
+    return json.loads(seen["session"])
+
+
+@pytest.fixture
+def client(proxy: RunningProxy) -> Iterator[CookieClient]:
+    with CookieClient(proxy.url) as running:
+        reply = respond(running, ("X-Set-Session", json.dumps(OLD)))
+        assert reply.status == 200
+        assert session_seen(running) == OLD
+        yield running
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '{"name":"caf\u00e9"}',  # raw Latin-1 byte 0xE9: plain JSON.stringify + setHeader
+        '{"a":1e400}',  # would be stored as Infinity
+        '{"a":-1e999}',
+        '{"a":NaN}',
+        '{"a":"\\ud800"}',  # a lone surrogate, escaped
+        '{"\\udc00":1}',
+        '{"a":"\\ude00\\ud83d"}',  # a pair in the wrong order
+    ],
+    ids=["latin1", "1e400", "-1e999", "nan", "lone-high", "lone-low-key", "reversed-pair"],
+)
+def test_unreadable_session_json_is_a_502_and_the_old_session_survives(
+    client: CookieClient, value: str
+) -> None:
+    reply = respond(client, ("X-Set-Session", value))
+    assert reply.status == 502
+    assert reply.json() == {"error": "invalid_session_header"}
+    assert reply.set_cookies == []
+    assert session_seen(client) == OLD
+
+
+def test_big_integers_and_escaped_text_pass_unchanged(client: CookieClient) -> None:
+    value = '{"id":123456789012345678901234567890,"name":"caf\\u00e9 \\ud83d\\ude00"}'
+    assert respond(client, ("X-Set-Session", value)).status == 200
+    seen = client.get("/whoami").json()
+    assert seen["session"] == value
+
+
+@pytest.mark.parametrize("name", ["X.Set.Session", "x_set.session", "X-SET-SESSION"])
+def test_a_backend_set_header_in_any_spelling_is_the_set_header(
+    client: CookieClient, name: str
+) -> None:
+    reply = respond(client, (name, '{"user":"bob"}'))
+    assert reply.status == 200
+    assert name.lower() not in {n.lower() for n in reply.headers}
+    assert session_seen(client) == {"user": "bob"}
+
+
+@pytest.mark.parametrize("name", ["X.Session", "X_Session_Status", "x.session.status"])
+def test_owned_headers_from_a_backend_never_reach_the_client(
+    client: CookieClient, name: str
+) -> None:
+    reply = respond(client, (name, "leaked"))
+    assert reply.status == 200
+    assert "leaked" not in json.dumps(list(reply.headers.items()))
+
+
+# --- shared caches (Flask's CVE-2023-30861) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sent", "cache_control"),
+    [
+        ([], "private"),
+        ([("Cache-Control", "public, max-age=600")], "private, max-age=600"),
+        ([("Cache-Control", "s-maxage=60, max-age=5")], "private, max-age=5"),
+        ([("Cache-Control", "no-store")], "private, no-store"),
+    ],
+)
+def test_a_response_that_sets_the_session_is_never_stored_by_a_shared_cache(
+    client: CookieClient, sent: list[tuple[str, str]], cache_control: str
+) -> None:
+    reply = respond(client, *sent, ("Vary", "Accept"), ("X-Set-Session", '{"user":"carol"}'))
+    assert reply.headers.getall("Cache-Control") == [cache_control]
+    assert reply.headers.getall("Vary") == ["Accept, Cookie"]
+
+
+def test_a_response_that_clears_the_session_is_private_too(client: CookieClient) -> None:
+    reply = respond(client, ("Cache-Control", "public"), ("X-Set-Session", "{}"))
+    assert reply.headers["Cache-Control"] == "private"
+    assert session_seen(client) == {}
+
+
+def test_a_response_that_leaves_the_session_alone_keeps_its_cache_headers(
+    client: CookieClient,
+) -> None:
+    reply = respond(client, ("Cache-Control", "public, max-age=60"))
+    assert reply.headers["Cache-Control"] == "public, max-age=60"
+    assert "Vary" not in reply.headers
+
+
+# --- disguised chunk cookies (issue 7 item 11) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "set_cookie", ["=session.0", "=session.0=forged; Path=/", "session.1", "SESSION.0=forged"]
+)
+def test_a_backend_cannot_write_a_chunk_cookie_under_a_disguise(
+    client: CookieClient, set_cookie: str
+) -> None:
+    reply = respond(client, ("Set-Cookie", set_cookie), ("Set-Cookie", "theme=dark"))
+    assert [c.name for c in reply.set_cookies] == ["theme"]
+    assert session_seen(client) == OLD
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        "a=1, session.0=forged",
+        "a=1,session.0=forged",
+        '"session.0"=forged',
+        "Session.0=forged",
+        "a=x session.1=forged",
+        "session.01=forged",
+    ],
+)
+def test_a_chunk_cookie_is_never_forwarded_however_the_cookie_header_is_punctuated(
+    proxy: RunningProxy, cookie: str
+) -> None:
+    with RawConnection(proxy.port) as raw:
+        raw.send(f"GET /whoami HTTP/1.1\r\nHost: app\r\nCookie: keep=1; {cookie}\r\n\r\n")
+        seen = raw.read_response().json()
+    assert seen["cookie"] == "keep=1"
+    assert "forged" not in json.dumps(seen)
+
+
+# --- X-Patch-Session (issue 9, RFC 7396) ---------------------------------------------------
+
+
+def test_a_merge_patch_changes_only_the_keys_it_names(client: CookieClient) -> None:
+    reply = respond(client, ("X-Patch-Session", '{"cart":null,"theme":"dark"}'))
+    assert reply.status == 200
+    assert reply.headers["Cache-Control"] == "private"
+    assert session_seen(client) == {"user": "alice", "theme": "dark"}
+
+
+def test_a_patch_sent_with_a_set_header_is_a_502_and_the_old_session_survives(
+    client: CookieClient,
+) -> None:
+    reply = respond(client, ("X-Set-Session", '{"a":1}'), ("X.Patch.Session", '{"b":2}'))
+    assert reply.status == 502
+    assert reply.json() == {"error": "invalid_session_header"}
+    assert session_seen(client) == OLD
