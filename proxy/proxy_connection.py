@@ -32,7 +32,7 @@ from aiohttp.http_parser import HttpRequestParser, RawRequestMessage, RawRespons
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDict
 
-from proxy.http_headers import ForwardingInfo, HeaderPolicy
+from proxy.http_headers import ForwardingInfo, HeaderPolicy, ResponseHeaders
 from proxy.proxy_exchange import Exchange
 from proxy.proxy_state import ProxyState
 from proxy.request_record import Observer, RequestRecord
@@ -308,7 +308,8 @@ class ProxyConnection(BaseProtocol):
         upstream = ex.upstream = route.upstream
         record.upstream = upstream.name
 
-        inbound = ex.inbound = state.exchange.inbound(_joined(headers_in.getall("Cookie", ())))
+        cookies = _joined(headers_in.getall("Cookie", ()))
+        inbound = ex.inbound = state.exchange.inbound(cookies, decode=upstream.forward_session)
         record.session_state = inbound.state.value
         record.session_reason = inbound.reason
         if inbound.reason and log.isEnabledFor(logging.DEBUG):
@@ -325,8 +326,9 @@ class ProxyConnection(BaseProtocol):
         headers["Host"] = host
         if inbound.cookies.others:
             headers["Cookie"] = inbound.cookies.others
-        headers[policy.session_header] = inbound.payload
-        headers[policy.status_header] = inbound.state.value
+        if upstream.forward_session:
+            headers[policy.session_header] = inbound.payload
+            headers[policy.status_header] = inbound.state.value
         headers["X-Request-Id"] = record.request_id
         if message.upgrade:  # llhttp: an Upgrade header that Connection names
             handshake = classify_request(message.method, message.version, headers_in)
@@ -469,9 +471,8 @@ class ProxyConnection(BaseProtocol):
             message.headers.items(), ",".join(message.headers.getall("Connection", ()))
         )
         headers = split.headers
-        outbound = state.exchange.outbound(
-            _inbound(ex), split.set_values, time.time(), split.patch_values
-        )
+        set_values, patch_values = self._session_values(ex, split)
+        outbound = state.exchange.outbound(_inbound(ex), set_values, time.time(), patch_values)
         _record_outbound(record, outbound)
         if outbound.error_body is not None:
             log.warning(
@@ -574,14 +575,28 @@ class ProxyConnection(BaseProtocol):
             return
         self._fail(ex, kind, sizes)
 
+    @staticmethod
+    def _session_values(ex: Exchange, split: ResponseHeaders) -> tuple[list[str], list[str]]:
+        """The set- and patch-header values this upstream may send: none unless it receives
+        the session (``forward_session``); then they are dropped like any owned header."""
+        upstream = ex.upstream
+        if upstream is None or upstream.forward_session:
+            return split.set_values, split.patch_values
+        if split.set_values or split.patch_values:
+            log.warning(
+                "upstream %s: dropped its session header: forward_session is off (request %s)",
+                ex.record.upstream,
+                ex.record.request_id,
+            )
+        return [], []
+
     # --- WebSocket relay ------------------------------------------------------------------
 
     def _open_tunnel(self, ex: Exchange, message: RawResponseMessage) -> None:
         split = ex.state.headers.client_response_headers(message.headers.items(), None)
         headers = split.headers
-        outbound = ex.state.exchange.outbound(
-            _inbound(ex), split.set_values, time.time(), split.patch_values
-        )
+        set_values, patch_values = self._session_values(ex, split)
+        outbound = ex.state.exchange.outbound(_inbound(ex), set_values, time.time(), patch_values)
         _record_outbound(ex.record, outbound)
         if outbound.error_body is not None:
             self._release(ex, clean=False)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from proxy.config import Config
 from proxy.session_codec import (
+    ABSENT,
     DecodeResult,
     EncodedSession,
     InvalidSessionJSON,
@@ -103,9 +104,11 @@ class SessionExchange:
         self.max_json_bytes = config.session.max_json_bytes
         self.refresh_after = config.session.refresh_after
 
-    def inbound(self, cookie_header: str | None) -> Inbound:
+    def inbound(self, cookie_header: str | None, decode: bool = True) -> Inbound:
+        """The request's session. With ``decode`` False (an upstream that does not receive the
+        session) the chunks are only split off, never verified: the session counts as absent."""
         split = split_cookie_header(cookie_header, self.cookie_name)
-        return Inbound(split, self.codec.decode(split.chunks))
+        return Inbound(split, self.codec.decode(split.chunks) if decode else ABSENT)
 
     def outbound(
         self,

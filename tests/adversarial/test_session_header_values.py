@@ -193,3 +193,33 @@ def test_a_patch_sent_with_a_set_header_is_a_502_and_the_old_session_survives(
     assert reply.status == 502
     assert reply.json() == {"error": "invalid_session_header"}
     assert session_seen(client) == OLD
+
+
+# --- forward_session: false (issue 9) --------------------------------------------------------
+
+
+def test_an_upstream_without_forward_session_never_sees_or_writes_the_session(
+    backend: RunningBackend,
+) -> None:
+    config = base_config(backend.url)
+    config["upstreams"].append(
+        {
+            "url": backend.url,
+            "name": "static",
+            "path_prefix": "/static",
+            "strip_prefix": True,
+            "forward_session": False,
+        }
+    )
+    with WATCH.start_proxy(config) as running, CookieClient(running.url) as client:
+        assert respond(client, ("X-Set-Session", json.dumps(OLD))).status == 200
+        seen = client.get("/static/whoami").json()
+        assert (seen["session"], seen["status"]) == (None, None)
+        assert "session." not in (seen["cookie"] or "")
+        query = urlencode([("h", "X-Set-Session"), ("v", '{"user":"mallory"}')])
+        reply = client.get(f"/static/respond?{query}")
+        assert reply.status == 200
+        assert reply.set_cookies == []
+        query = urlencode([("h", "X.Patch.Session"), ("v", '{"user":"mallory"}')])
+        assert client.get(f"/static/respond?{query}").set_cookies == []
+        assert session_seen(client) == OLD
