@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import tracemalloc
@@ -183,7 +184,7 @@ def test_signed_but_malformed_base64_is_invalid() -> None:
 
 
 def test_garbage_cookie_is_invalid_not_an_exception() -> None:
-    for value in ("nodots", "a.b.c", "....", "é.é.é", "\x00"):
+    for value in ("nodots", "a.b.c", "....", "é.é.é", "\x00", "\udce9.a.b"):
         assert read_flask(value).state is SessionState.INVALID
 
 
@@ -254,6 +255,12 @@ def test_empty_flask_session_is_absent_but_carried() -> None:
     assert result.carried == ("session",)
 
 
+def test_emptied_legacy_cookie_is_absent_but_carried() -> None:
+    result = read_flask("")
+    assert result.state is SessionState.ABSENT
+    assert result.carried == ("session",)
+
+
 def test_no_legacy_cookie_is_absent() -> None:
     result = reader().read({"other": "x", "session.0": "S1..."})
     assert result.state is SessionState.ABSENT
@@ -271,6 +278,23 @@ def test_reason_never_holds_cookie_content() -> None:
     value = sign_raw(base64_encode(b'{"' + secret_marker.encode() + b'":{" zz":1}}').decode())
     result = read_flask(value)
     assert secret_marker not in result.reason and secret_marker not in result.payload
+
+
+def test_configured_digest_and_salt_are_used() -> None:
+    serializer = URLSafeTimedSerializer(
+        KEY,
+        salt="my-salt",
+        signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha256},
+    )
+    value = serializer.dumps({"a": 1})
+    config = MigrateConfig(
+        format="flask",
+        secret_keys=(Secret(KEY.encode(), "test"),),
+        salt="my-salt",
+        digest="sha256",
+    )
+    assert LegacyReader(config, MAX_JSON).read({"session": value}).state is SessionState.VALID
+    assert read_flask(value).reason == "bad signature"  # sha1 and cookie-session do not verify
 
 
 # --- the chunked snippet -------------------------------------------------------------------
