@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 import time
@@ -100,7 +101,10 @@ def split_legacy_cookies(header: str | None, names: Collection[str]) -> LegacyCo
     """
     if not header or not names:
         return LegacyCookieSplit(others=header or None)
-    hidden = _hidden_legacy_pattern(names)
+    lowered = header.lower()
+    if not any(name.lower() in lowered for name in names):
+        return LegacyCookieSplit(others=header)
+    hidden = _hidden_legacy_pattern(tuple(sorted(names)))
     split = LegacyCookieSplit()
     others: list[str] = []
     for piece in header.split(";"):
@@ -126,8 +130,11 @@ def split_legacy_cookies(header: str | None, names: Collection[str]) -> LegacyCo
     return split
 
 
-def _hidden_legacy_pattern(names: Collection[str]) -> re.Pattern[str]:
-    alternatives = "|".join(re.escape(name) for name in sorted(names))
+@functools.lru_cache(maxsize=8)
+def _hidden_legacy_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
+    """A legacy name at the start of a pair or after a separator a lenient parser splits on,
+    followed by ``=`` or the end (a nameless cookie, RFC 6265bis section 5.6)."""
+    alternatives = "|".join(re.escape(name) for name in names)
     return re.compile(r"(?:^|[\s,;\"'])(?:" + alternatives + r")\s*(?:=|\"|'|,|$)", re.IGNORECASE)
 
 

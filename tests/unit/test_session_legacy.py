@@ -25,6 +25,7 @@ from proxy.session_codec import SessionState
 from proxy.session_legacy import (
     MAX_LEGACY_COOKIE_BYTES,
     LegacyReader,
+    LegacyTagError,
     split_legacy_cookies,
     untag_flask_json,
 )
@@ -380,5 +381,35 @@ def test_datetime_tag_is_iso_8601_utc() -> None:
 
 
 def test_bytes_tag_rejects_non_base64() -> None:
-    with pytest.raises(Exception, match="malformed tag"):
+    with pytest.raises(LegacyTagError, match="malformed tag"):
         untag_flask_json({" b": "***"})
+
+
+# --- a real Flask app's Set-Cookie, end to end ---------------------------------------------
+
+
+def test_cookie_set_by_a_real_flask_app_migrates() -> None:
+    from flask import session
+
+    app = Flask(__name__)
+    app.secret_key = KEY
+
+    @app.route("/login")
+    def login() -> str:
+        session.permanent = True
+        session["user"] = "ann"
+        session["since"] = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+        return "ok"
+
+    response = app.test_client().get("/login")
+    set_cookie = response.headers["Set-Cookie"]
+    pair = set_cookie.split(";", 1)[0]
+    split = split_legacy_cookies(f"theme=dark; {pair}", ("session",))
+    assert split.others == "theme=dark"
+    result = reader().read(split.values, split.conflicts)
+    assert result.state is SessionState.VALID
+    assert json.loads(result.payload) == {
+        "_permanent": True,
+        "user": "ann",
+        "since": "2025-01-02T03:04:05Z",
+    }
