@@ -46,8 +46,9 @@ from proxy.session_codec import (
 )
 
 #: RFC 6265 section 6.1: a browser stores at least 4096 bytes per cookie, and the ones in use
-#: store no more. A legacy cookie value longer than that was never written by a browser's Flask
-#: app, so it is refused before any decoding.
+#: store no more. A legacy cookie value longer than that (counted in characters, which for the
+#: ASCII of a signed value are bytes) was never written by a browser's Flask app, so it is
+#: refused before any decoding.
 MAX_LEGACY_COOKIE_BYTES = 4096
 #: itsdangerous writes the timestamp as a big-endian integer; eight bytes is year 292 billion.
 _MAX_TIMESTAMP_CHARS = 11
