@@ -89,6 +89,10 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    #: CPU time (user + system) the measured proxy process spent per request, in µs: unlike
+    #: requests/s it hardly moves when a neighbour loads the machine.
+    cpu_us: float = float("nan")
 
 
 def free_port() -> int:
@@ -139,7 +143,14 @@ def wrk(url: str, cpu: str, seconds: int, connections: int, cookie: str | None) 
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors += int(non2xx.group(1)) if non2xx else 0
-    return WrkResult(rps, p50, p99, errors)
+    total = re.search(r"(\d+) requests in", out)
+    return WrkResult(rps, p50, p99, errors, int(total.group(1)) if total else 0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (proc(5): fields 14 and 15, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _latency(out: str, pct: str) -> float:
@@ -176,6 +187,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="median of this many rounds")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--stream-mib", type=int, default=1024)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of another version (git worktree add DIR COMMIT): its sidecar runs "
+        "beside this one on the same core, interleaved in the same rounds",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "nginx", "go", "curl"):
         if not shutil.which(tool):
@@ -218,27 +235,33 @@ def main() -> int:
                 stderr=log,
             )
         )
-        (tmp / "proxy.yaml").write_text(
-            json.dumps(
-                {
-                    "listen": f"127.0.0.1:{proxy_port}",
-                    "workers": 1,
-                    "log_format": "json",
-                    "secrets": [SECRET],
-                    "cookie": {"secure": False},
-                    "upstreams": [{"url": f"http://127.0.0.1:{backend_port}", "name": "go"}],
-                }
+        sidecars: dict[str, subprocess.Popen[bytes]] = {}
+        sources = [("sidecar", REPO, proxy_port)]
+        if args.baseline is not None:
+            sources.append(("baseline", args.baseline.resolve(), free_port()))
+        for label, source, port in sources:
+            config = tmp / f"{label}.yaml"
+            config.write_text(
+                json.dumps(
+                    {
+                        "listen": f"127.0.0.1:{port}",
+                        "workers": 1,
+                        "log_format": "json",
+                        "secrets": [SECRET],
+                        "cookie": {"secure": False},
+                        "upstreams": [{"url": f"http://127.0.0.1:{backend_port}", "name": "go"}],
+                    }
+                )
             )
-        )
-        proxy = subprocess.Popen(
-            pinned(
-                proxy_cpu, [sys.executable, "-m", "proxy", "serve", "-c", str(tmp / "proxy.yaml")]
-            ),
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,  # the access log: measured as deployed, but not kept
-            stderr=log,
-        )
-        processes.append(proxy)
+            # `-m proxy` from the checkout's own directory runs that checkout's code.
+            sidecars[label] = subprocess.Popen(
+                pinned(proxy_cpu, [sys.executable, "-m", "proxy", "serve", "-c", str(config)]),
+                cwd=source,
+                stdout=subprocess.DEVNULL,  # the access log: measured as deployed, not kept
+                stderr=log,
+            )
+            processes.append(sidecars[label])
+        proxy = sidecars["sidecar"]
         processes.append(
             subprocess.Popen(
                 pinned(proxy_cpu, [sys.executable, "-c", AIOHTTP_HELLO, str(hello_port)]),
@@ -246,7 +269,7 @@ def main() -> int:
                 stderr=log,
             )
         )
-        for port in (backend_port, nginx_port, proxy_port, hello_port):
+        for port in (backend_port, nginx_port, hello_port, *(p for _, _, p in sources)):
             wait_port(port)
 
         cookie4, cookie40 = session_cookie(4), session_cookie(40)
@@ -261,6 +284,14 @@ def main() -> int:
             ("sidecar, 4 KB session", proxy_port, cookie4),
             ("sidecar, 40 KB session", proxy_port, cookie40),
         ]
+        if args.baseline is not None:
+            base_port = sources[1][2]
+            runs += [
+                ("baseline, no session", base_port, None),
+                ("baseline, 4 KB session", base_port, cookie4),
+                ("baseline, 40 KB session", base_port, cookie40),
+            ]
+        measured = {port: sidecars[label].pid for label, _, port in sources}
         print(f"machine: {machine()}")
         print(
             f"wrk -t1 -c{args.connections} -d{args.seconds}s, median of {args.rounds} interleaved "
@@ -275,20 +306,33 @@ def main() -> int:
         for _ in range(args.rounds):
             for name, port, cookie in runs:
                 url = f"http://127.0.0.1:{port}{path}"
-                rounds[name].append(wrk(url, other_cpu, args.seconds, args.connections, cookie))
+                pid = measured.get(port)
+                before = cpu_seconds(pid) if pid else 0.0
+                result = wrk(url, other_cpu, args.seconds, args.connections, cookie)
+                if pid and result.requests:
+                    result.cpu_us = (cpu_seconds(pid) - before) / result.requests * 1e6
+                rounds[name].append(result)
         results = {
             name: sorted(found, key=lambda r: r.rps)[len(found) // 2]
             for name, found in rounds.items()
         }
         reference = results["nginx proxy_pass"].rps
-        header = ("run", "requests/s", "p50 ms", "p99 ms", "x nginx")
-        print("\n| {:<24} | {:>10} | {:>7} | {:>7} | {:>7} | errors |".format(*header))
-        print(f"|{'-' * 26}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|--------|")
+        header = ("run", "requests/s", "p50 ms", "p99 ms", "x nginx", "CPU µs/req")
+        print("\n| {:<24} | {:>10} | {:>7} | {:>7} | {:>7} | {:>10} | errors |".format(*header))
+        print(f"|{'-' * 26}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 12}|--------|")
         for name, r in results.items():
+            cpu = "" if r.cpu_us != r.cpu_us else f"{r.cpu_us:.0f}"  # NaN: not measured
             print(
                 f"| {name:<24} | {r.rps:>10.0f} | {r.p50_ms:>7.2f} | {r.p99_ms:>7.2f} | "
-                f"{r.rps / reference:>7.2f} | {r.errors:>6} |"
+                f"{r.rps / reference:>7.2f} | {cpu:>10} | {r.errors:>6} |"
             )
+        if args.baseline is not None:
+            for kind in ("no session", "4 KB session", "40 KB session"):
+                new, old = results[f"sidecar, {kind}"], results[f"baseline, {kind}"]
+                print(
+                    f"{kind}: requests/s {new.rps / old.rps:.3f}x the baseline's, "
+                    f"CPU per request {new.cpu_us / old.cpu_us:.3f}x"
+                )
         if args.stream_mib:
             stream(proxy, proxy_port, args.stream_mib, other_cpu)
     finally:
