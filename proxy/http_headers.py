@@ -95,9 +95,10 @@ class HeaderPolicy:
         self.status_header = s.status_header
         self._set_folded = folded_header(s.set_header)
         self._patch_folded = folded_header(s.patch_header)
-        self.owned_folded = frozenset(
-            folded_header(h) for h in (s.header, s.set_header, s.status_header, s.patch_header)
-        )
+        #: Sent with a session read from a legacy (``migrate:``) cookie: its format's name.
+        self.migrated_header = f"{s.header}-Migrated"
+        owned = (s.header, s.set_header, s.status_header, s.patch_header, self.migrated_header)
+        self.owned_folded = frozenset(folded_header(h) for h in owned)
         #: Dropped from requests; the handler sets its own values for these.
         self._request_drop = HOP_BY_HOP | {"host", "cookie", "expect", "x-request-id"}
         self._response_drop = HOP_BY_HOP

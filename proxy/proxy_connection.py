@@ -329,6 +329,8 @@ class ProxyConnection(BaseProtocol):
         if upstream.forward_session:
             headers[policy.session_header] = inbound.payload
             headers[policy.status_header] = inbound.state.value
+            if inbound.migrated:
+                headers[policy.migrated_header] = inbound.migrated
         headers["X-Request-Id"] = record.request_id
         if message.upgrade:  # llhttp: an Upgrade header that Connection names
             handshake = classify_request(message.method, message.version, headers_in)

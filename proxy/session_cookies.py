@@ -126,5 +126,9 @@ class SetCookieWriter:
         return f"{cookie.name}={cookie.value}{self._live_suffix}"
 
     def expired(self, index: int) -> str:
+        return self.expired_named(f"{self.name}.{index}")
+
+    def expired_named(self, name: str) -> str:
+        """Expire any cookie of this scope by name (a chunk, or a migrated legacy cookie)."""
         # The value is emptied too: a client that ignores the expiry still drops the old value.
-        return f"{self.name}.{index}={self._expired_suffix}"
+        return f"{name}={self._expired_suffix}"

@@ -7,6 +7,7 @@ session cookie untouched. The proxy handler calls these two and knows nothing of
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from proxy.session_codec import (
     parse_session_json,
 )
 from proxy.session_cookies import CookieSplit, SetCookieWriter, split_cookie_header
+from proxy.session_legacy import LegacyReader, split_legacy_cookies
 from proxy.session_patch import merge_patch
 
 
@@ -38,6 +40,7 @@ class Change(enum.Enum):
     CLEARED = "cleared"
     RESIGNED = "resigned"  # verified only with an older secret, re-signed with the newest
     REFRESHED = "refreshed"  # older than refresh_after, re-issued with a new timestamp
+    MIGRATED = "migrated"  # a legacy (Flask) session re-issued in the proxy's format
     OVERFLOW = "overflow"
     INVALID_HEADER = "invalid_header"
 
@@ -48,6 +51,10 @@ class Inbound:
 
     cookies: CookieSplit
     result: DecodeResult
+    #: The ``migrate:`` format the session was read from ("flask", "flask-chunked"), or "".
+    migrated: str = ""
+    #: Legacy cookie names the request carried: expired by the response, never forwarded.
+    legacy_names: tuple[str, ...] = ()
 
     @property
     def state(self) -> SessionState:
@@ -103,12 +110,28 @@ class SessionExchange:
         self.cookie_name = config.cookie.name
         self.max_json_bytes = config.session.max_json_bytes
         self.refresh_after = config.session.refresh_after
+        migrate = config.migrate
+        self.legacy = LegacyReader(migrate, self.max_json_bytes) if migrate else None
 
     def inbound(self, cookie_header: str | None, decode: bool = True) -> Inbound:
         """The request's session. With ``decode`` False (an upstream that does not receive the
-        session) the chunks are only split off, never verified: the session counts as absent."""
+        session) the chunks are only split off, never verified: the session counts as absent.
+
+        With ``migrate:`` on, legacy cookies are always split off (never forwarded); they are
+        read only when the request carries no session of the proxy's own, which always wins."""
         split = split_cookie_header(cookie_header, self.cookie_name)
-        return Inbound(split, self.codec.decode(split.chunks) if decode else ABSENT)
+        result = self.codec.decode(split.chunks) if decode else ABSENT
+        if self.legacy is None:
+            return Inbound(split, result)
+        legacy = split_legacy_cookies(split.others, self.legacy.names)
+        split.others = legacy.others
+        carried = tuple(sorted({*legacy.values, *legacy.conflicts}))
+        if not carried or not decode or result.state is not SessionState.ABSENT:
+            return Inbound(split, result, legacy_names=carried)
+        old = self.legacy.read(legacy.values, legacy.conflicts)
+        result = DecodeResult(old.state, old.payload, old.issued_at, reason=old.reason)
+        migrated = self.legacy.config.format if old.state is SessionState.VALID else ""
+        return Inbound(split, result, migrated=migrated, legacy_names=carried)
 
     def outbound(
         self,
@@ -119,7 +142,23 @@ class SessionExchange:
     ) -> Outbound:
         """What the backend's set- or patch-header does to the session. Either header, sent
         once; both, or one twice, is refused with the old session kept."""
+        outbound = self._outbound(inbound, set_values, now, patch_values)
+        if inbound.legacy_names and outbound.error_body is None:
+            # Every legacy cookie the request carried goes, whatever became of the session.
+            expired = tuple(self.writer.expired_named(n) for n in inbound.legacy_names)
+            return dataclasses.replace(outbound, set_cookies=outbound.set_cookies + expired)
+        return outbound
+
+    def _outbound(
+        self,
+        inbound: Inbound,
+        set_values: Sequence[str],
+        now: float,
+        patch_values: Sequence[str],
+    ) -> Outbound:
         if not set_values and not patch_values:
+            if inbound.migrated:
+                return self._migrate(inbound)
             return self._maintain(inbound, now)
         if set_values and patch_values:
             return _refused_header("both the set-header and the patch-header were sent")
@@ -154,6 +193,15 @@ class SessionExchange:
         if result is not None and not isinstance(result, dict):
             raise InvalidSessionJSON(f"the patch made a {type(result).__name__}, not an object")
         return compact_session(result, self.max_json_bytes)
+
+    def _migrate(self, inbound: Inbound) -> Outbound:
+        """Re-issue a verified legacy session in the proxy's format. Its age restarts, as
+        Flask itself re-signs a permanent session on every response."""
+        try:
+            encoded = self.codec.encode(inbound.payload)
+        except SessionTooLarge as exc:
+            return _overflow(exc)
+        return self._replace(inbound, encoded, Change.MIGRATED)
 
     def _maintain(self, inbound: Inbound, now: float) -> Outbound:
         if inbound.state is not SessionState.VALID or inbound.issued_at is None:
