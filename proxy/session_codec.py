@@ -188,6 +188,22 @@ def _has_surrogate(value: Any) -> bool:
     return False
 
 
+def inflate_bounded(body: bytes, limit: int) -> bytes | None:
+    """zlib data inflated to at most ``limit`` bytes; None if corrupt or longer.
+
+    The output is capped while inflating: a few KB of zlib can expand to gigabytes (a
+    decompression bomb), and this allocates ``limit + 1`` bytes at most.
+    """
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        return None
+    if inflater.unconsumed_tail or not inflater.eof or len(out) > limit:
+        return None
+    return out
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -387,15 +403,7 @@ class SessionCodec:
         return self._timed_result(entry)
 
     def _inflate(self, body: bytes) -> bytes | None:
-        # Cap the output: a few KB of zlib can expand to gigabytes (a decompression bomb).
-        inflater = zlib.decompressobj()
-        try:
-            out = inflater.decompress(body, self.max_json_bytes + 1)
-        except zlib.error:
-            return None
-        if inflater.unconsumed_tail or not inflater.eof:
-            return None
-        return out
+        return inflate_bounded(body, self.max_json_bytes)
 
     def _timed_result(self, entry: _CacheEntry) -> DecodeResult:
         now = self.clock()

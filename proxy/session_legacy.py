@@ -25,7 +25,6 @@ import hashlib
 import re
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -42,6 +41,7 @@ from proxy.session_codec import (
     SessionError,
     SessionState,
     compact_session,
+    inflate_bounded,
     parse_session_json,
 )
 
@@ -233,22 +233,6 @@ class LegacyReader:
                 carried=carried,
             )
         return LegacyResult(SessionState.VALID, text, issued_at, carried=carried)
-
-
-def inflate_bounded(body: bytes, limit: int) -> bytes | None:
-    """zlib data inflated to at most ``limit`` bytes; None if corrupt or longer.
-
-    The output is capped while inflating, so a decompression bomb allocates ``limit + 1`` bytes
-    at most (the same bound as ``SessionCodec._inflate``).
-    """
-    inflater = zlib.decompressobj()
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error:
-        return None
-    if inflater.unconsumed_tail or not inflater.eof or len(out) > limit:
-        return None
-    return out
 
 
 # --- Flask's tagged JSON ------------------------------------------------------------------
