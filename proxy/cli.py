@@ -15,7 +15,8 @@ from proxy import __version__
 from proxy.config import Config, ConfigError, config_path, iter_summary, load_config
 from proxy.proxy_state import codec_from_config
 from proxy.session_codec import SessionError, normalize_session_json
-from proxy.session_cookies import SetCookieWriter, split_cookie_header
+from proxy.session_cookies import SetCookieWriter
+from proxy.session_exchange import SessionExchange
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -74,14 +75,16 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_USAGE
-    codec = codec_from_config(config)
-    split = split_cookie_header(args.cookie_header, config.cookie.name)
-    result = codec.decode(split.chunks)
+    # The request path's own reading, legacy (migrate:) cookies included.
+    inbound = SessionExchange(config, codec_from_config(config)).inbound(args.cookie_header)
+    result = inbound.result
     line = f"state: {result.state.value}"
     if result.reason:
         line += f" ({result.reason})"
     if result.stale_key:
         line += " (made with an older secret or the other mode: the proxy re-issues it)"
+    if inbound.migrated:
+        line += f" (a legacy {inbound.migrated} session: the proxy re-issues it in its own format)"
     print(line)
     print(result.payload)
     return EXIT_OK if result.state.value == "valid" else EXIT_USAGE

@@ -202,6 +202,29 @@ def test_decode_without_a_session_says_absent_and_exits_2(
     assert capsys.readouterr().out.startswith("state: absent")
 
 
+def test_decode_shows_a_legacy_flask_cookie_with_migrate_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flask import Flask
+    from flask.sessions import SecureCookieSessionInterface
+
+    monkeypatch.setenv("SESSION_SECRET", SECRET)
+    monkeypatch.setenv("FLASK_SECRET_KEY", "cli-flask-key-0123456789")
+    path = tmp_path / "proxy.yaml"
+    path.write_text(CONFIG + "migrate:\n  format: flask\n  secret_keys: ['${FLASK_SECRET_KEY}']\n")
+    app = Flask("cli")
+    app.secret_key = "cli-flask-key-0123456789"
+    serializer = SecureCookieSessionInterface().get_signing_serializer(app)
+    assert serializer is not None
+    cookie = "session=" + serializer.dumps({"user": "zo\u00eb"})
+    assert main(["decode", "-c", str(path), cookie]) == EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        out[0] == "state: valid (a legacy flask session: the proxy re-issues it in its own format)"
+    )
+    assert out[1] == '{"user":"zo\\u00eb"}'
+
+
 # --- help ---------------------------------------------------------------------------------
 
 
