@@ -1,0 +1,116 @@
+"""Every case of the smuggling corpus, sent raw to the proxy in front of a recording upstream.
+
+For each case: the client gets only well-formed responses (strict parser) or a close; the
+upstream's strict parser never refused what the proxy sent and no forged owned header or chunk
+cookie reached it (:func:`assert_clean`); every request the upstream parsed is one whose answer
+the proxy relayed (nothing hidden in a body became a request of its own); and a second client
+on a fresh connection right after gets its own answer. Issue 7, the smuggling corpus.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Iterator
+from typing import Final
+
+import pytest
+
+from tests.adversarial.recording_upstream import RecordingUpstream, assert_clean
+from tests.adversarial.smuggling_corpus import CLASS_COUNTS, CORPUS, Case, case_ids
+from tests.adversarial.strict_http import Ambiguous, Message, parse_responses
+from tests.integration.log_watch import WATCH
+from tests.integration.proxy_client import RawConnection
+from tests.integration.sidecar import RunningProxy, base_config
+
+pytestmark = pytest.mark.integration
+
+MARKER: Final = "smuggle-9c1e-marker"
+#: How long a connection may stay silent before the proxy is taken to be waiting for more.
+IDLE: Final = 1.0
+
+
+def send_and_read(port: int, data: bytes, idle: float = IDLE) -> tuple[bytes, bool]:
+    """Write ``data`` in one go; return every byte read and whether the proxy closed."""
+    received = bytearray()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        with contextlib.suppress(OSError):  # the proxy may refuse and close before reading all
+            sock.sendall(data)
+        deadline = time.monotonic() + 10
+        sock.settimeout(idle)
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return bytes(received), False
+            except ConnectionResetError:
+                return bytes(received), True
+            if not chunk:
+                return bytes(received), True
+            received += chunk
+    return bytes(received), False
+
+
+def upstream_answers(responses: list[Message]) -> list[str]:
+    """Targets named by the upstream's own JSON answers among ``responses``."""
+    targets = []
+    for response in responses:
+        try:
+            payload = json.loads(response.body)
+        except ValueError:
+            continue
+        if isinstance(payload, dict) and "conn" in payload and "target" in payload:
+            targets.append(str(payload["target"]))
+    return targets
+
+
+def check_case(proxy: RunningProxy, upstream: RecordingUpstream, case: Case, tag: str) -> None:
+    upstream.reset()
+    data = case.render(f"{tag}-a", f"{tag}-b", f"{tag}-s", MARKER)
+    raw, closed = send_and_read(proxy.port, data)
+    try:
+        responses = parse_responses(raw, eof=closed)
+    except Ambiguous as error:
+        pytest.fail(f"malformed response from the proxy ({error}): {raw[:400]!r}")
+    statuses = [r.status for r in responses]
+    assert 500 not in statuses, raw[:400]
+    assert 101 not in statuses, f"the proxy opened a tunnel: {raw[:400]!r}"
+    upstream.wait_idle(2)
+    answered = upstream_answers(responses)
+    parsed = upstream.targets()
+    unanswered = [t for t in parsed if t not in answered and "respond=" not in t]
+    assert not unanswered, f"the upstream parsed requests the client never got: {unanswered}"
+    for target in answered:
+        assert tag in target or target == "*", f"an answer to someone else's request: {target}"
+    assert_clean(upstream, MARKER)
+    with RawConnection(proxy.port, timeout=5) as fresh:
+        fresh.send(f"GET /fresh?id={tag}-c HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+        assert fresh.read_response().json()["id"] == f"{tag}-c"
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[RecordingUpstream]:
+    with RecordingUpstream() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream: RecordingUpstream) -> Iterator[RunningProxy]:
+    with WATCH.start_proxy(base_config(upstream.url)) as running:
+        yield running
+
+
+def test_the_corpus_holds_at_least_150_cases_in_every_class() -> None:
+    assert len(CORPUS) >= 150
+    assert all(count > 0 for count in CLASS_COUNTS.values())
+
+
+@pytest.mark.parametrize(
+    ("case", "tag"), list(zip(CORPUS, case_ids(), strict=True)), ids=case_ids()
+)
+def test_a_corpus_case_smuggles_nothing_past_the_proxy(
+    proxy: RunningProxy, upstream: RecordingUpstream, case: Case, tag: str
+) -> None:
+    check_case(proxy, upstream, case, tag)
