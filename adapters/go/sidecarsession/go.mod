@@ -1,0 +1,3 @@
+module sidecarsession
+
+go 1.19
