@@ -85,20 +85,11 @@ def express_node_modules() -> Path:
 def build_go_example(workdir: Path) -> Path:
     go = shutil.which("go")
     assert go is not None, "go is not on PATH; `make deps` installs it"
-    cache = Path(tempfile.gettempdir()) / "session-sidecar-adapters-go"
-    env = {
-        **os.environ,
-        "GOCACHE": str(cache / "cache"),
-        "GOPATH": str(cache / "path"),
-        "GOPROXY": "off",
-        "GOFLAGS": "-mod=mod",
-        "GOTOOLCHAIN": "local",
-    }
     binary = workdir / "go-example"
     build = subprocess.run(
         [go, "build", "-o", str(binary), "."],
         cwd=ADAPTERS_DIR / "go" / "example",
-        env=env,
+        env=go_env(),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -121,6 +112,19 @@ def app_command(adapter: str, port: int, workdir: Path) -> tuple[list[str], dict
         script = str(ADAPTERS_DIR / "express" / "example" / "app.js")
         return [node, script], {"NODE_PATH": str(express_node_modules())}
     return [str(build_go_example(workdir))], {}
+
+
+def go_env() -> dict[str, str]:
+    """Offline, with the caches under the temporary directory: stdlib only, nothing to fetch."""
+    cache = Path(tempfile.gettempdir()) / "session-sidecar-adapters-go"
+    return {
+        **os.environ,
+        "GOCACHE": str(cache / "cache"),
+        "GOPATH": str(cache / "path"),
+        "GOPROXY": "off",
+        "GOFLAGS": "-mod=mod",
+        "GOTOOLCHAIN": "local",
+    }
 
 
 def start_app(adapter: str) -> AdapterApp:
@@ -321,6 +325,12 @@ def test_non_ascii_text_round_trips(client: CookieClient) -> None:
     assert update(client, set={"name": "Zoë"}) == "none"
 
 
+def test_non_ascii_keys_round_trip(client: CookieClient) -> None:
+    seed(client, {"user": "alice", "pad": PADDING})
+    assert patch_of(update(client, set={"ключ": "значение"})) == {"ключ": "значение"}
+    assert seen(client)["session"]["ключ"] == "значение"
+
+
 # --- large numbers ----------------------------------------------------------------------------
 
 
@@ -376,3 +386,22 @@ def test_a_nested_member_removed_by_replacing_its_object_is_patched_as_null(
     seed(client, {"user": "alice", "prefs": {"theme": "dark", "lang": "en"}, "pad": PADDING})
     assert patch_of(update(client, set={"prefs": {"theme": "dark"}})) == {"prefs": {"lang": None}}
     assert seen(client)["session"]["prefs"] == {"theme": "dark"}
+
+
+# --- the adapters' own checks -----------------------------------------------------------------
+
+
+def test_the_go_adapters_unit_tests_pass() -> None:
+    go = shutil.which("go")
+    assert go is not None, "go is not on PATH; `make deps` installs it"
+    run = subprocess.run(
+        [go, "test", "./..."],
+        cwd=ADAPTERS_DIR / "go" / "sidecarsession",
+        env=go_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
