@@ -29,8 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from proxy.config import parse_config
 from proxy.session_codec import SessionCodec, SessionState, normalize_session_json
 from proxy.session_cookies import split_cookie_header
+from proxy.session_exchange import Change, SessionExchange
 
 SECRET = b"bench-secret-not-for-production-0123456789abcdef"
 NAME = "session"
@@ -167,6 +169,20 @@ def operations(label: str, target: int, info: dict[str, str]) -> list[Measuremen
 
     raw_payload = payload.encode("ascii")
 
+    # What a backend's response costs the proxy: the whole session again, or one key patched.
+    config = parse_config(
+        "secrets: ['${S}']\nsession: {max_json_bytes: 1048576}\n"
+        "upstreams: [{url: 'http://127.0.0.1:1'}]\nlimits: {max_header_bytes: 1048576}\n",
+        env={"S": SECRET.decode()},
+    )
+    exchange = SessionExchange(config, encoder)
+    inbound = exchange.inbound(header)
+    full = json.dumps({**session_obj, "flash": ["saved"]})
+    patch = '{"flash":["saved"]}'
+    now = time.time()
+    assert exchange.outbound(inbound, [full], now).change is Change.SET
+    assert exchange.outbound(inbound, [], now, [patch]).change is Change.PATCHED
+
     def normalize() -> str | None:
         return normalize_session_json(payload, max_bytes=1 << 20)
 
@@ -183,6 +199,14 @@ def operations(label: str, target: int, info: dict[str, str]) -> list[Measuremen
         (PRIM_ENCODE_JSON, primitives_encode),
         (PRIM_ENCODE, lambda: primitives_encode_no_json(raw_payload)),
         ("normalize_session_json (backend sets a session)", normalize),
+        (
+            "X-Set-Session: the whole session re-sent",
+            lambda: exchange.outbound(inbound, [full], now),
+        ),
+        (
+            "X-Patch-Session: one key changed (19 B header)",
+            lambda: exchange.outbound(inbound, [], now, [patch]),
+        ),
         ("split_cookie_header (full Cookie header)", lambda: split_cookie_header(header, NAME)),
     ]
     return [Measurement(row, label, op) for row, op in timings]
