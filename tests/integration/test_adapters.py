@@ -229,6 +229,15 @@ def test_without_a_session_the_app_reads_an_empty_one(client: CookieClient) -> N
     assert shown["session"] == {}
 
 
+def test_a_tampered_cookie_reads_as_an_empty_invalid_session(client: CookieClient) -> None:
+    seed(client, {"user": "alice"})
+    name = next(n for n in client.cookies if n.startswith("session."))
+    value = client.cookies[name]
+    client.cookies[name] = value[:-4] + ("AAAA" if not value.endswith("AAAA") else "BBBB")
+    shown = seen(client)
+    assert (shown["status"], shown["session"]) == ("invalid", {})
+
+
 def test_reading_without_a_change_writes_nothing(client: CookieClient) -> None:
     seed(client, {"user": "alice", "cart": [1, 2], "prefs": {"theme": "dark"}})
     reply = client.get("/session")
