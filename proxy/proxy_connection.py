@@ -456,6 +456,11 @@ class ProxyConnection(BaseProtocol):
         if ex is None or ex.done:
             return
         ex.deadline = None
+        if not 100 <= message.code <= 599:
+            # RFC 9110 section 15: a status outside 100..599 is invalid; treat it as a 5xx.
+            ex.keep_alive = False
+            self._fail(ex, "bad_response")
+            return
         if message.code == 101:
             # RFC 6455 section 4.1: a 101 opens the tunnel only as the answer to this very
             # handshake. Anything else (a status-echo route, a switch unasked) is a 502 with

@@ -271,11 +271,6 @@ def test_any_upstream_head_leaves_the_client_connection_framed_or_closed(
         assert closed, raw[:400]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy relays an upstream status outside 100..599 (999) as is; RFC 9110 section 15 "
-    "calls it invalid, to be handled as a 5xx: the proxy should answer 502",
-)
 def test_an_upstream_status_outside_100_to_599_is_a_502(
     fuzzed_proxy: RunningProxy, fuzzed_upstream: FuzzedUpstream
 ) -> None:
