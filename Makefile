@@ -27,8 +27,8 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 lint: venv
-	$(BIN)/ruff check proxy tests scripts examples
-	$(BIN)/ruff format --check proxy tests scripts examples
+	$(BIN)/ruff check proxy tests scripts examples adapters/flask
+	$(BIN)/ruff format --check proxy tests scripts examples adapters/flask
 	$(BIN)/mypy
 
 test: deps venv lint
