@@ -101,6 +101,7 @@ class Sample:
     requests: int  #: done so far, warm-up included
     rss_kb: int
     fds: int
+    pooled: int  #: of ``fds``, the proxy's TCP connections to the backend (its pool)
 
 
 @dataclass
@@ -119,6 +120,8 @@ class SoakReport:
     fds_start: int
     fds_peak: int
     fds_end: int
+    pooled_start: int
+    pooled_end: int
     rss_flat: bool
     fds_flat: bool
     samples: list[Sample] = field(default_factory=list)
@@ -136,8 +139,28 @@ def rss_kb(pid: int) -> int:
     return int(match.group(1))
 
 
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def open_fds(pid: int, backend_port: int) -> tuple[int, int]:
+    """All open fds of ``pid``, and how many of them are TCP connections to ``backend_port``."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed while listed
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    pooled = 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[2].rsplit(":", 1)[1], 16) == backend_port and fields[9] in inodes:
+                pooled += 1
+    return len(os.listdir(f"/proc/{pid}/fd")), pooled
+
+
+def _sample(pid: int, backend_port: int, seconds: float, requests: int) -> Sample:
+    fds, pooled = open_fds(pid, backend_port)
+    return Sample(seconds, requests, rss_kb(pid), fds, pooled)
 
 
 def machine() -> str:
@@ -336,16 +359,17 @@ class SoakClient:
 
 
 async def _sampler(
-    pid: int, tally: Tally, began: float, interval: float, samples: list[Sample]
+    pid: int, backend_port: int, tally: Tally, began: float, interval: float, samples: list[Sample]
 ) -> None:
     while True:
         await asyncio.sleep(interval)
-        samples.append(Sample(time.monotonic() - began, tally.done, rss_kb(pid), open_fds(pid)))
+        samples.append(_sample(pid, backend_port, time.monotonic() - began, tally.done))
 
 
 async def drive(
     url: str,
     pid: int,
+    backend_port: int,
     *,
     requests: int | None,
     seconds: float | None,
@@ -372,9 +396,11 @@ async def drive(
         warmup_done = tally.done
         await asyncio.sleep(SETTLE_SECONDS)
         began = time.monotonic()
-        start = Sample(0.0, tally.done, rss_kb(pid), open_fds(pid))
+        start = _sample(pid, backend_port, 0.0, tally.done)
         samples = [start]
-        sampler = asyncio.create_task(_sampler(pid, tally, began, sample_interval, samples))
+        sampler = asyncio.create_task(
+            _sampler(pid, backend_port, tally, began, sample_interval, samples)
+        )
         reporter = asyncio.create_task(_progress(tally, began, warmup_done)) if progress else None
         measured = Budget(main_requests, main_seconds)
         await asyncio.gather(*(client.run(measured, tally) for client in fleet))
@@ -383,7 +409,7 @@ async def drive(
         if reporter is not None:
             reporter.cancel()
         await asyncio.sleep(SETTLE_SECONDS)
-        end = Sample(time.monotonic() - began, tally.done, rss_kb(pid), open_fds(pid))
+        end = _sample(pid, backend_port, time.monotonic() - began, tally.done)
         samples.append(end)
     finally:
         await asyncio.gather(*(client.close() for client in fleet))
@@ -406,10 +432,14 @@ async def drive(
         fds_start=start.fds,
         fds_peak=fds_peak,
         fds_end=end.fds,
+        pooled_start=start.pooled,
+        pooled_end=end.pooled,
         # Memory: no sample, idle or busy, 10% above the start; the end not 10% below it.
         rss_flat=_within(end.rss_kb, start.rss_kb) and rss_peak <= start.rss_kb * (1 + FLAT_WITHIN),
-        # Descriptors: compared idle to idle (busy samples count connections in flight).
-        fds_flat=_within(end.fds, start.fds),
+        # Descriptors: compared idle to idle (busy samples count connections in flight), the
+        # upstream pool apart: it holds as many idle connections as requests were last in
+        # flight at once, up to one per client, so it is judged against that bound instead.
+        fds_flat=_within(end.fds - end.pooled, start.fds - start.pooled) and end.pooled <= clients,
         samples=samples,
     )
 
@@ -473,6 +503,7 @@ def run_soak(
             drive(
                 run.proxy.url,
                 run.proxy.process.pid,
+                run.backend.port,
                 requests=requests,
                 seconds=seconds,
                 clients=clients,
@@ -507,7 +538,8 @@ def summary(report: SoakReport) -> str:
         f"RSS:         start {mib(report.rss_kb_start)}, peak {mib(report.rss_kb_peak)}, "
         f"end {mib(report.rss_kb_end)}  -> {'flat' if report.rss_flat else 'NOT FLAT'}",
         f"fds:         start {report.fds_start}, end {report.fds_end} "
-        f"(peak while busy {report.fds_peak})  -> {'flat' if report.fds_flat else 'NOT FLAT'}",
+        f"(of them pooled to the backend {report.pooled_start}, {report.pooled_end}; "
+        f"peak while busy {report.fds_peak})  -> {'flat' if report.fds_flat else 'NOT FLAT'}",
         f"result:      {'OK' if report.ok else 'FAILED'} (flat = within {FLAT_WITHIN:.0%})",
     ]
     return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""The short soak: 50,000 checked requests of every kind, and the proxy's memory and fds flat.
+
+``make soak`` runs ``scripts/soak.py`` for 1,000,000 requests; this is its short version in
+``make test``. Before the 50,000 measured requests come 20,000 of warm-up (the script's floor:
+enough session writes to fill the proxy's cache of 4,096 verified tokens), so the first sample
+is the steady state and not the cache filling up. About 2 minutes on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from scripts.soak import WARMUP_MIN_REQUESTS, SoakReport, run_soak, summary
+
+pytestmark = pytest.mark.integration
+
+MEASURED_REQUESTS = 50_000
+
+
+@pytest.fixture(scope="module")
+def report() -> SoakReport:
+    return run_soak(requests=WARMUP_MIN_REQUESTS + MEASURED_REQUESTS, clients=16)
+
+
+def test_every_operation_of_the_mix_ran(report: SoakReport) -> None:
+    assert report.warmup_requests == WARMUP_MIN_REQUESTS
+    assert report.requests == WARMUP_MIN_REQUESTS + MEASURED_REQUESTS
+    assert all(count > 1000 for count in report.by_operation.values()), report.by_operation
+
+
+def test_no_request_failed_its_check(report: SoakReport) -> None:
+    assert report.errors == {}, summary(report)
+
+
+def test_proxy_memory_is_flat_after_warm_up(report: SoakReport) -> None:
+    assert report.rss_flat, summary(report)
+
+
+def test_proxy_file_descriptors_are_flat_after_warm_up(report: SoakReport) -> None:
+    assert report.fds_flat, summary(report)
