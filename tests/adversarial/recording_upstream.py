@@ -211,6 +211,9 @@ class RecordingUpstream:
                 continue
             response = self._respond(conn, request)
             if conn.reset_now:
+                if response:  # a partial answer, then the reset
+                    sock.sendall(response)
+                    time.sleep(0.01)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 return
             if response is not None:
@@ -240,6 +243,11 @@ class RecordingUpstream:
         except (Incomplete, Ambiguous):
             return False
         payload, behaviour = self._payload(conn, head)
+        if behaviour == "reset-early":  # the head is in, the body is not: reset mid-upload
+            conn.reset_now = True
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            return True
         if not behaviour.startswith("early"):
             return False
         sock.sendall(BEHAVIOURS[behaviour](conn, head, payload) or b"")
