@@ -25,6 +25,9 @@ class Upstream:
     #: False: this upstream gets neither the session header nor the chunk cookies, and its
     #: session headers are refused like any other owned header (e.g. a static file server).
     forward_session: bool = True
+    #: Largest session header this upstream takes (bytes of X-Session's value); 0: no limit.
+    #: Past it the proxy answers 431 itself rather than let the backend fail on its own terms.
+    max_session_header_bytes: int = 0
 
 
 def parse_upstreams(raw: Any, errors: list[str]) -> tuple[Upstream, ...]:
@@ -126,6 +129,7 @@ def _parse_upstream(raw: Any, path: str, errors: list[str]) -> Upstream | None:
     strip_prefix = s.bool_("strip_prefix", False)
     timeout = s.number("timeout", 30.0, 0, 3600)
     forward_session = s.bool_("forward_session", True)
+    max_session = s.int_("max_session_header_bytes", 0, 0, 16 << 20)
     s.check_unknown()
     if parts is None or port is None or len(errors) > before:
         return None
@@ -142,4 +146,5 @@ def _parse_upstream(raw: Any, path: str, errors: list[str]) -> Upstream | None:
         strip_prefix=strip_prefix,
         timeout=timeout,
         forward_session=forward_session,
+        max_session_header_bytes=max_session,
     )

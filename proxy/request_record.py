@@ -32,7 +32,7 @@ class RequestRecord:
     #: Bytes and chunks of the session received (valid) or written (set/resigned/refreshed).
     session_bytes: int = 0
     session_chunks: int = 0
-    #: "" | refused | timeout | reset | header_too_large | bad_response
+    #: "" | refused | timeout | reset | header_too_large | bad_response | session_too_large
     upstream_error: str = ""
     websocket: bool = False
 

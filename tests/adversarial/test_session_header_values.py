@@ -9,6 +9,7 @@ chunk cookies), and the issue 9 merge patch, each on the real wire. Every refusa
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -223,3 +224,33 @@ def test_an_upstream_without_forward_session_never_sees_or_writes_the_session(
         query = urlencode([("h", "X.Patch.Session"), ("v", '{"user":"mallory"}')])
         assert client.get(f"/static/respond?{query}").set_cookies == []
         assert session_seen(client) == OLD
+
+
+# --- max_session_header_bytes (issue 8) ------------------------------------------------
+
+
+def test_a_session_too_big_for_its_upstream_is_answered_by_the_proxy_with_sizes(
+    backend: RunningBackend,
+) -> None:
+    config = base_config(backend.url)
+    config["upstreams"][0]["max_session_header_bytes"] = 2000
+    big = {"blob": "b" * 3000}
+    with WATCH.start_proxy(config) as running, CookieClient(running.url) as client:
+        assert respond(client, ("X-Set-Session", json.dumps({"small": 1}))).status == 200
+        assert session_seen(client) == {"small": 1}
+        WATCH.sensitive(json.dumps(big))
+        assert respond(client, ("X-Set-Session", json.dumps(big))).status == 200
+        reply = client.get("/whoami?id=too-big")
+        assert reply.status == 431
+        assert reply.json() == {
+            "error": "session_too_large_for_upstream",
+            "bytes": len(json.dumps(big, separators=(",", ":"))),
+            "limit": 2000,
+        }
+        # The backend never saw that request; the session is kept, to be shrunk or cleared.
+        with urllib.request.urlopen(f"{backend.url}/__requests", timeout=5) as direct:
+            seen = json.loads(direct.read())
+        assert [r["url"] for r in seen if "too-big" in r["url"]] == []
+        assert any("/whoami" in r["url"] for r in seen)  # the small session's request did arrive
+        assert reply.set_cookies == []
+        assert client.live_chunk_count() >= 1
