@@ -242,11 +242,7 @@ class SoakClient:
         self.session: dict[str, Any] = {}
         self.writes = 0
         self.jar = CookieJar()
-        self.http = aiohttp.ClientSession(
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=REQUEST_TIMEOUT,
-            connector=aiohttp.TCPConnector(limit=4),
-        )
+        self.http = self._connect()
         names, weights = zip(*MIX, strict=True)
         self.names: tuple[str, ...] = names
         self.weights: tuple[int, ...] = weights
@@ -274,8 +270,20 @@ class SoakClient:
             tally.done += 1
             tally.by_operation[name] += 1
 
+    def _connect(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=REQUEST_TIMEOUT,
+            connector=aiohttp.TCPConnector(limit=4),
+        )
+
     async def close(self) -> None:
         await self.http.close()
+
+    async def reconnect(self) -> None:
+        """Close the keep-alive connections (the cookies and the session stay)."""
+        await self.http.close()
+        self.http = self._connect()
 
     def expect_session(self, status: str | None, session_json: str | None) -> None:
         want_status = "valid" if self.session else "absent"
@@ -374,6 +382,7 @@ async def drive(
     requests: int | None,
     seconds: float | None,
     clients: int,
+    warmup_requests: int | None = None,
     sample_interval: float = 5.0,
     seed: int = 7,
     progress: bool = False,
@@ -382,7 +391,9 @@ async def drive(
     if requests is None and seconds is None:
         raise ValueError("give requests, seconds or both")
     warm_requests = None
-    if requests is not None:
+    if warmup_requests is not None:
+        warm_requests = warmup_requests
+    elif requests is not None:
         warm_requests = min(requests // 2, max(WARMUP_MIN_REQUESTS, int(requests * WARMUP_SHARE)))
     warm_seconds = None if seconds is None else seconds * WARMUP_SHARE
     main_requests = None if requests is None or warm_requests is None else requests - warm_requests
@@ -394,6 +405,9 @@ async def drive(
         warmup = Budget(warm_requests, warm_seconds)
         await asyncio.gather(*(client.run(warmup, tally) for client in fleet))
         warmup_done = tally.done
+        # Idle samples are taken with no client connection open, so they count what the proxy
+        # keeps by itself: its listener, logs, and the idle upstream pool.
+        await asyncio.gather(*(client.reconnect() for client in fleet))
         await asyncio.sleep(SETTLE_SECONDS)
         began = time.monotonic()
         start = _sample(pid, backend_port, 0.0, tally.done)
@@ -408,6 +422,7 @@ async def drive(
         sampler.cancel()
         if reporter is not None:
             reporter.cancel()
+        await asyncio.gather(*(client.reconnect() for client in fleet))
         await asyncio.sleep(SETTLE_SECONDS)
         end = _sample(pid, backend_port, time.monotonic() - began, tally.done)
         samples.append(end)
@@ -487,6 +502,7 @@ def run_soak(
     requests: int | None,
     seconds: float | None = None,
     clients: int = 16,
+    warmup_requests: int | None = None,
     sample_interval: float = 5.0,
     progress: bool = False,
 ) -> SoakReport:
@@ -507,6 +523,7 @@ def run_soak(
                 requests=requests,
                 seconds=seconds,
                 clients=clients,
+                warmup_requests=warmup_requests,
                 sample_interval=sample_interval,
                 progress=progress,
             )
