@@ -289,7 +289,9 @@ class ProxyConnection(BaseProtocol):
             payload,
             record,
             state,
-            keep_alive=not message.should_close and not server.closing,
+            # A chunked request ends its connection: aiohttp's C parser (3.14) carries trailer
+            # fields into the next request's headers, so no request may follow one on it.
+            keep_alive=not message.should_close and not server.closing and not message.chunked,
         )
         self._current = ex
         self._idle_since = 0.0

@@ -70,6 +70,8 @@ class UpstreamConnection(BaseProtocol):
         self._payload: StreamReader | None = None
         self._responded = False
         self._broken = False
+        #: The last response was chunked: its trailers may be in the parser (see start()).
+        self._after_chunked = False
         #: Bytes received since the request was sent, until its final response head.
         self._head_bytes = 0
 
@@ -81,8 +83,13 @@ class UpstreamConnection(BaseProtocol):
         self._responded = False
         self._payload = None
         self._head_bytes = 0
-        if self._response_parser is not None and self._parses_head == head_request:
+        # aiohttp's C parser (3.14) carries a chunked message's trailer fields into the next
+        # message's headers: a backend's trailing Set-Cookie would reach the next client. A
+        # parser that read a chunked response is never used again.
+        fresh = self._response_parser is None or self._after_chunked
+        if not fresh and self._parses_head == head_request:
             return  # a pooled connection ended its last exchange cleanly: the parser is ready
+        self._after_chunked = False
         self._parses_head = head_request
         self._response_parser = HttpResponseParser(
             self,
@@ -150,6 +157,7 @@ class UpstreamConnection(BaseProtocol):
                 continue
             self._responded = True
             self._payload = payload
+            self._after_chunked = message.chunked
             # Cheap first: only a response whose bytes so far exceed the limit can have a head
             # that does; then measure the head itself (RFC 9112 section 2.1 field lines).
             if self._head_bytes > limit and (size := _head_size(message)) > limit:

@@ -36,6 +36,11 @@ def racing(conn: Connection, request: Message, payload: dict[str, object]) -> by
         conn.reset_now = True
         head = f"HTTP/1.1 200 OK\r\nContent-Length: {PARTIAL_TOTAL}\r\n\r\n".encode()
         return head + b"x" * int(query["partial"][0])
+    if "trailer" in query:  # a chunked answer whose trailer would be the next answer's header
+        return (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b'2\r\n{}\r\n0\r\nSet-Cookie: leaked=1\r\nX-Set-Session: {"user":"x"}\r\n\r\n'
+        )
     if "big" in query:
         return f"HTTP/1.1 200 OK\r\nContent-Length: {DOWNLOAD}\r\n\r\n".encode() + b"y" * DOWNLOAD
     return None
@@ -148,5 +153,29 @@ def test_an_upstream_reset_mid_upload_is_a_502_for_that_client_only(
         head, _ = parse_head(data, response=True)
         assert head.status == 502, data[:300]
     second_client_gets_its_own(proxy, f"b-{delay}-{chunked}")
+    upstream.wait_idle(2)
+    assert_clean(upstream, MARKER)
+
+
+def test_a_response_trailer_never_becomes_a_header_of_the_next_response(
+    proxy: RunningProxy, upstream: RecordingUpstream
+) -> None:
+    """aiohttp's C parser carries a chunked message's trailer fields into the next message's
+    headers; on a pooled upstream connection that next message is another client's answer."""
+    upstream.reset()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(b"GET /t?trailer=1&id=a HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+        first = read_all(sock)
+    assert first.startswith(b"HTTP/1.1 200"), first[:200]
+    assert b"leaked" not in first and b"X-Set-Session" not in first
+    for i in range(3):  # other clients, on what would be the pooled connection
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            sock.sendall(
+                f"GET /c?id=b{i} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n".encode()
+            )
+            data = read_all(sock)
+        head, offset = parse_head(data, response=True)
+        assert json.loads(data[offset:])["id"] == f"b{i}"
+        assert head.header(b"Set-Cookie") is None, data[:400]
     upstream.wait_idle(2)
     assert_clean(upstream, MARKER)
