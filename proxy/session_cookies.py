@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from proxy.config import CookiePolicy
 from proxy.session_codec import ChunkCookie
+
+K = TypeVar("K", int, str)
 
 #: RFC 6265 section 5.2.2: a Max-Age of zero or less expires the cookie at once; a past Expires
 #: does the same for clients that predate Max-Age.
@@ -60,22 +63,30 @@ def split_cookie_header(header: str | None, name: str) -> CookieSplit:
             if not hidden.search(pair):
                 others.append(pair)
             continue
-        index = int(index_text)
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]  # RFC 6265 section 4.1.1 allows a quoted cookie-value
-        seen = split.chunks.get(index)
-        if index in split.conflicts:
-            continue
-        if seen is None:
-            split.chunks[index] = value
-        elif seen != value:
-            # Two different values for one chunk (e.g. another Path's cookie): ambiguous, so
-            # neither is trusted; the codec then sees a missing chunk.
-            del split.chunks[index]
-            split.conflicts.add(index)
+        keep_once(split.chunks, split.conflicts, int(index_text), cookie_value(value))
     split.others = "; ".join(others) or None
     return split
+
+
+def cookie_value(raw: str) -> str:
+    """A cookie-value without its surrounding space and quotes (RFC 6265 section 4.1.1)."""
+    value = raw.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def keep_once(values: dict[K, str], conflicts: set[K], key: K, value: str) -> None:
+    """Record ``key``'s value, unless it came before with another one (another Path's cookie,
+    say): then it is ambiguous, neither is trusted, and the key goes to ``conflicts``."""
+    if key in conflicts:
+        return
+    seen = values.get(key)
+    if seen is None:
+        values[key] = value
+    elif seen != value:
+        del values[key]
+        conflicts.add(key)
 
 
 _HIDDEN_CACHE: dict[str, re.Pattern[str]] = {}

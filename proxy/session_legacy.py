@@ -44,6 +44,7 @@ from proxy.session_codec import (
     inflate_bounded,
     parse_session_json,
 )
+from proxy.session_cookies import cookie_value, keep_once
 
 #: RFC 6265 section 6.1: a browser stores at least 4096 bytes per cookie, and the ones in use
 #: store no more. A legacy cookie value longer than that (counted in characters, which for the
@@ -116,17 +117,7 @@ def split_legacy_cookies(header: str | None, names: Collection[str]) -> LegacyCo
             if pair and not hidden.search(pair):
                 others.append(pair)
             continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]  # RFC 6265 section 4.1.1 allows a quoted cookie-value
-        if key in split.conflicts:
-            continue
-        seen = split.values.get(key)
-        if seen is None:
-            split.values[key] = value
-        elif seen != value:
-            del split.values[key]
-            split.conflicts.add(key)
+        keep_once(split.values, split.conflicts, key, cookie_value(value))
     split.others = "; ".join(others) or None
     return split
 
