@@ -180,6 +180,13 @@ class Worker:
 async def _run_worker(config: Config, config_file: str, with_admin: bool) -> int:
     loop = asyncio.get_running_loop()
     worker = Worker(config, config_file)
+    # The handlers exist before the port listens: once a client (or an orchestrator) can see
+    # the port, a SIGTERM is a graceful stop, never the default kill.
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, worker.reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)
     try:
         sock = _listen_socket(config)
     except OSError as exc:
@@ -187,11 +194,6 @@ async def _run_worker(config: Config, config_file: str, with_admin: bool) -> int
         return 1
     listener = await loop.create_server(worker.proxy, sock=sock, backlog=2048)
     admin = await start_admin(lambda: worker.config) if with_admin else None
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, worker.reload)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _WORKER_SIGNALS)
     log.info("listening on %s (pid %d)", config.listen, os.getpid())
     for line in iter_summary(config):  # shapes and counts only, never a secret
         log.debug("configuration: %s", line)
@@ -211,6 +213,11 @@ async def _run_worker(config: Config, config_file: str, with_admin: bool) -> int
 
 
 async def _run_supervisor(config: Config, config_file: str, workers: int) -> int:
+    state = {"config": config}
+    children: list[subprocess.Popen[Any]] = []
+    # Signals are handled before the port listens (see _run_worker); a stop that comes while
+    # the admin port binds means no worker is started at all.
+    stopping = _handle_supervisor_signals(children, config_file, state)
     try:
         sock = _listen_socket(config)
     except OSError as exc:
@@ -231,13 +238,13 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
             stale.unlink(missing_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # Then the admin port: if it cannot be bound the process exits with no worker started.
-    state = {"config": config}
     admin = await start_admin(lambda: state["config"])
     command = [sys.executable, "-m", "proxy", "serve", "-c", config_file]
-    children: list[subprocess.Popen[Any]] = []
     try:
-        children.extend(_spawn_worker(command, env, sock) for _ in range(workers))
-        await _supervise(children, command, env, sock, config_file, state)
+        if not stopping.is_set():
+            # Synchronous: a signal's handler runs only after every worker is in the list.
+            children.extend(_spawn_worker(command, env, sock) for _ in range(workers))
+        await _supervise(children, command, env, sock, stopping, state)
     finally:
         # Whatever ended the supervision, no worker outlives its supervisor.
         for child in children:
@@ -252,15 +259,10 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
     return 0 if all(code == 0 for code in codes) else 1
 
 
-async def _supervise(
-    children: list[subprocess.Popen[Any]],
-    command: list[str],
-    env: dict[str, str],
-    sock: socket.socket,
-    config_file: str,
-    state: dict[str, Config],
-) -> None:
-    """Restart workers that die, forward signals, and on a stop wait for them to finish."""
+def _handle_supervisor_signals(
+    children: list[subprocess.Popen[Any]], config_file: str, state: dict[str, Config]
+) -> asyncio.Event:
+    """Forward stop and reload signals to ``children``; the event is set on a stop."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
@@ -286,6 +288,19 @@ async def _supervise(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     loop.add_signal_handler(signal.SIGHUP, reload)
+    return stopping
+
+
+async def _supervise(
+    children: list[subprocess.Popen[Any]],
+    command: list[str],
+    env: dict[str, str],
+    sock: socket.socket,
+    stopping: asyncio.Event,
+    state: dict[str, Config],
+) -> None:
+    """Restart workers that die and, on a stop, wait for them to finish."""
+    loop = asyncio.get_running_loop()
     config = state["config"]
     log.info("supervising %d workers on %s (pid %d)", len(children), config.listen, os.getpid())
     while not stopping.is_set():

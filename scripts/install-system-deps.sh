@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian tools that the integration tests and benchmarks drive: Node.js (backend),
 # Go (backend), nginx + wrk (benchmark reference), Chromium (browser test), docker-compose v1
-# (compose validation without an engine), buildah + debootstrap (a real image build without a
-# Docker engine), iproute2 (network namespaces for the compose topology test).
+# (compose validation), buildah + debootstrap (base images from a Debian rootfs), iproute2
+# (network namespaces), docker.io (a real engine), haproxy + caddy (front proxies),
+# php-fpm + puma (backend servers).
 # Idempotent; does nothing when all are present.
 set -euo pipefail
 
@@ -18,6 +19,13 @@ command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# A real Docker engine (dockerd 20.10, run by scripts/docker-engine.sh with no bridge network).
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+# Front proxies and backend servers the deployment tests put around the proxy.
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v caddy >/dev/null 2>&1 || need+=(caddy)
+command -v php-fpm8.2 >/dev/null 2>&1 || need+=(php-fpm php-cli)
+command -v puma >/dev/null 2>&1 || need+=(puma ruby ruby-webrick)
 for extra in ${SIDECAR_EXTRA_DEBS:-}; do need+=("$extra"); done
 
 if [ ${#need[@]} -eq 0 ]; then
