@@ -18,10 +18,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from tests.integration.backends import REPO_ROOT, free_port
+from tests.integration.backends import REPO_ROOT, RunningBackend, free_port
 from tests.integration.processes import ManagedProcess
 
 RealKind = Literal["gunicorn", "uvicorn", "node", "go"]
@@ -257,3 +258,11 @@ def start_real_backend(kind: RealKind) -> RealBackend:
             time.sleep(0.05)
     backend.stop()
     raise RuntimeError(f"{kind} did not listen within 20 s:\n{backend.output()}")
+
+
+def parsed_by(backend: RunningBackend) -> list[dict[str, Any]]:
+    """What the hostile Node backend (tests/adversarial/hostile_backend.js) parsed since the
+    last call."""
+    with urllib.request.urlopen(f"{backend.url}/__requests", timeout=5) as response:
+        seen: list[dict[str, Any]] = json.load(response)
+    return seen

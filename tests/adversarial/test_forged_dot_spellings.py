@@ -8,12 +8,11 @@ from __future__ import annotations
 import pytest
 
 from tests.adversarial.recording_upstream import RecordingUpstream, assert_clean
-from tests.adversarial.test_forged_owned_headers import FORGED, MARKER, proxy, upstream
+from tests.adversarial.test_forged_owned_headers import FORGED, MARKER
 from tests.integration.proxy_client import RawConnection
 from tests.integration.sidecar import RunningProxy
 
 pytestmark = pytest.mark.integration
-__all__ = ["proxy", "upstream"]
 
 NAMES = [
     "X.Session",

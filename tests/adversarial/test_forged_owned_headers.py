@@ -7,14 +7,11 @@ cookie. Issue 7, item 4 (dot spellings) is the case this would have found.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.adversarial.recording_upstream import RecordingUpstream, assert_clean
-from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import RawConnection
-from tests.integration.sidecar import RunningProxy, base_config
+from tests.integration.sidecar import RunningProxy
 
 pytestmark = pytest.mark.integration
 
@@ -32,18 +29,6 @@ def spelled(base: str, spelling: str) -> str:
     elif spelling.islower():
         name = name.lower()
     return name.replace("-", "_") if "_" in spelling else name
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    with RecordingUpstream() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def proxy(upstream: RecordingUpstream) -> Iterator[RunningProxy]:
-    with WATCH.start_proxy(base_config(upstream.url)) as running:
-        yield running
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)

@@ -85,18 +85,6 @@ targets = st.sampled_from([b"/f", b"http://evil/f", b"//f", b"/f#x", b"/f\x01"])
 line_ends = st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r"])
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    with RecordingUpstream() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def proxy(upstream: RecordingUpstream) -> Iterator[RunningProxy]:
-    with WATCH.start_proxy(base_config(upstream.url)) as running:
-        yield running
-
-
 @FUZZ_SETTINGS
 @given(
     method=methods,

@@ -10,15 +10,14 @@ connection, and the real Node.js backend must have parsed exactly the requests t
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.integration.backends import RunningBackend, start_backend
+from tests.adversarial.real_backends import parsed_by
+from tests.integration.backends import RunningBackend
 from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import RawConnection
 from tests.integration.sidecar import RunningProxy, base_config
@@ -32,21 +31,9 @@ DELAYS = [i * 0.00025 for i in range(ROUNDS)]
 
 
 @pytest.fixture(scope="module")
-def hostile() -> Iterator[RunningBackend]:
-    with start_backend("hostile-node") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def proxy(hostile: RunningBackend) -> Iterator[RunningProxy]:
     with WATCH.start_proxy(base_config(hostile.url)) as running:
         yield running
-
-
-def parsed_by(backend: RunningBackend) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"{backend.url}/__requests", timeout=5) as response:
-        seen: list[dict[str, Any]] = json.load(response)
-    return seen
 
 
 def desynchronised(seen: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -20,8 +20,7 @@ import pytest
 
 from tests.adversarial.recording_upstream import Connection, RecordingUpstream, assert_clean
 from tests.adversarial.strict_http import Message, parse_head
-from tests.integration.log_watch import WATCH
-from tests.integration.sidecar import RunningProxy, base_config
+from tests.integration.sidecar import RunningProxy
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +48,6 @@ def racing(conn: Connection, request: Message, payload: dict[str, object]) -> by
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[RecordingUpstream]:
     with RecordingUpstream(responder=racing, read_timeout=10) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def proxy(upstream: RecordingUpstream) -> Iterator[RunningProxy]:
-    with WATCH.start_proxy(base_config(upstream.url)) as running:
         yield running
 
 

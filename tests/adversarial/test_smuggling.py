@@ -137,12 +137,6 @@ def upstream() -> Iterator[RecordingUpstream]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def proxy(upstream: RecordingUpstream) -> Iterator[RunningProxy]:
-    with WATCH.start_proxy(base_config(upstream.url)) as running:
-        yield running
-
-
 def test_the_corpus_is_large_and_covers_every_class() -> None:
     assert len(CASES) >= 150
     print("\nsmuggling corpus:", len(CASES), "cases:", dict(CLASS_COUNTS))

@@ -91,18 +91,6 @@ def check_case(proxy: RunningProxy, upstream: RecordingUpstream, case: Case, tag
         assert fresh.read_response().json()["id"] == f"{tag}-c"
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    with RecordingUpstream() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def proxy(upstream: RecordingUpstream) -> Iterator[RunningProxy]:
-    with WATCH.start_proxy(base_config(upstream.url)) as running:
-        yield running
-
-
 def test_the_corpus_holds_at_least_150_cases_in_every_class() -> None:
     assert len(CORPUS) >= 150
     assert all(count > 0 for count in CLASS_COUNTS.values())

@@ -12,14 +12,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from proxy.websocket_tunnel import accept_for
-from tests.integration.backends import RunningBackend, start_backend
+from tests.adversarial.real_backends import parsed_by
+from tests.integration.backends import RunningBackend
 from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import RawConnection
 from tests.integration.scripted_backend import ScriptedBackend
@@ -36,22 +36,9 @@ SMUGGLED = (
 
 
 @pytest.fixture(scope="module")
-def hostile() -> Iterator[RunningBackend]:
-    with start_backend("hostile-node") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def proxy(hostile: RunningBackend) -> Iterator[RunningProxy]:
     with WATCH.start_proxy(base_config(hostile.url)) as running:
         yield running
-
-
-def parsed_by(backend: RunningBackend) -> list[dict[str, Any]]:
-    """What the Node backend itself parsed since the last call."""
-    with urllib.request.urlopen(f"{backend.url}/__requests", timeout=5) as response:
-        seen: list[dict[str, Any]] = json.load(response)
-    return seen
 
 
 def upgrade(
