@@ -6,12 +6,19 @@
 #
 # (a config whose listen is 0.0.0.0:8080 and admin_listen 0.0.0.0:9901, as config/compose.yaml)
 #
+# Needs BuildKit (the default from Docker 23; DOCKER_BUILDKIT=1 on 20.10) for the secret mount.
+# Behind a TLS-inspecting egress, give pip the CA bundle that trusts it; it is mounted for the one
+# RUN step and is never in a layer:
+#   docker build --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt -t session-sidecar .
+#
 # The base is pinned by tag only. Pin it by digest too (python:3.11-slim-bookworm@sha256:...)
-# once it is built where a registry is reachable: this repo was written without access to one,
-# so no digest could be read, and a guessed digest would only make every build fail.
-# Without a registry, scripts/make-base-image.sh makes a local stand-in under the same name.
+# where a registry is reachable: this repo is built and tested without one, so no digest could
+# be read, and a guessed digest would only make every build fail. Without a registry,
+# scripts/build-image.sh --local-bases builds on a Debian stand-in (scripts/make-base-image.sh)
+# through PYTHON_IMAGE. No "# syntax=" line: it would pull a frontend image from a registry.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM python:3.11-slim-bookworm AS base
+FROM ${PYTHON_IMAGE} AS base
 
 # --- build: the project's wheel plus the wheels of its dependencies, installed into a venv ---
 # A venv rather than the system site-packages: it is one directory to copy, and it works on
@@ -25,7 +32,10 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY proxy/ ./proxy/
 # Every dependency used here ships manylinux wheels, so no compiler is needed in either stage.
-RUN /opt/venv/bin/pip wheel --no-cache-dir --no-deps -w /wheels . \
+# PIP_CERT only if a pip-ca secret was given: pip would refuse a bundle path that does not exist.
+RUN --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && /opt/venv/bin/pip wheel --no-cache-dir --no-deps -w /wheels . \
     && /opt/venv/bin/pip wheel --no-cache-dir -w /wheels /wheels/session_sidecar-*.whl \
     && /opt/venv/bin/pip install --no-cache-dir --no-index /wheels/*.whl
 

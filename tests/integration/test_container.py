@@ -1,19 +1,15 @@
-"""The container side: the Dockerfiles, docker-compose.yml, config/compose.yaml, the images.
-
-No Docker engine runs here, so the checks go from cheapest to dearest:
+"""The container files read and rendered, without an engine: the Dockerfiles, .dockerignore,
+docker-compose.yml, config/compose.yaml and .env.example.
 
 * ``docker-compose config`` renders docker-compose.yml, and the result keeps the topology's
   promises: only the proxy is published, the backends sit on an internal network, the config
   is mounted read-only, every service is health-checked, the proxy waits for healthy backends.
 * hadolint lints every Dockerfile, and the Dockerfiles are read for what hadolint does not
-  know: multi-stage, non-root, exec form, a curl-free HEALTHCHECK, the exposed ports.
-* Each compose healthcheck runs, as written, beside its real backend in a private network
-  namespace: it must fail before the backend listens and pass once it does.
-* buildah builds the proxy and Python backend images for real (scripts/build-image.sh) and runs
-  them: the CLI, check-config, serve with the image's own HEALTHCHECK, non-root, no compiler.
-  node:20-slim and golang images cannot be pulled here: those two are linted and read only.
+  know: multi-stage, non-root, exec form, a curl-free HEALTHCHECK, the exposed ports, the
+  upstream base images their ``*_IMAGE`` arguments default to.
 
-A missing tool fails, never skips: ``make deps`` installs it.
+The images are built and the demo is run on a real engine in test_docker_engine.py. A missing
+tool fails, never skips: ``make deps`` installs it.
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -34,6 +29,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from proxy.config import load_config
 from tests.integration.backends import BACKEND_KINDS, BACKENDS_DIR, BackendKind, build_go_backend
 
 pytestmark = pytest.mark.integration
@@ -53,8 +49,6 @@ CONFIG_IN_CONTAINER: Final = "/etc/session-sidecar/proxy.yaml"
 BACKEND_PORTS: Final[dict[BackendKind, int]] = {"python": 8001, "node": 8002, "go": 8003}
 TEST_SECRET: Final = "container-test-secret-not-a-real-one-0123456789abcdef"
 SECRET_MISSING_MESSAGE: Final = "set SESSION_SECRET in .env"
-#: Here a cold run (debootstrap of the base, then both builds) took 97 s, a warm one 40 s.
-IMAGE_BUILD_TIMEOUT: Final = 1200
 
 
 def require_tool(name: str, debian_package: str) -> str:
@@ -136,17 +130,27 @@ def logical_lines(text: str) -> list[str]:
     return lines
 
 
+#: ``${NAME}`` or ``$NAME`` in a FROM line.
+ARG_REFERENCE: Final = re.compile(r"\$\{?(?P<name>\w+)\}?")
+
+
 def read_dockerfile(path: Path) -> list[Stage]:
+    """The stages, each ``FROM ${ARG}`` read with the default its ``ARG`` line gives."""
     stages: list[Stage] = []
     base, name, body = "", None, list[Instruction]()
+    defaults: dict[str, str] = {}
     for line in logical_lines(path.read_text()):
         keyword, _, args = line.partition(" ")
         keyword, args = keyword.upper(), args.strip()
-        if keyword == "FROM":
+        if keyword == "ARG" and not base:
+            arg, sep, default = args.partition("=")
+            assert sep, f"{path}: ARG {arg} before FROM has no default"
+            defaults[arg] = default
+        elif keyword == "FROM":
             if base:
                 stages.append(Stage(base, name, tuple(body)))
             words = [w for w in args.split() if not w.startswith("--")]
-            base = words[0]
+            base = ARG_REFERENCE.sub(lambda m: defaults[m["name"]], words[0])
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             body = []
         else:
@@ -589,6 +593,14 @@ def test_services_build_from_this_repository(services: dict[str, dict[str, Any]]
         assert build["context"] == str(BACKENDS_DIR / kind)
 
 
+def test_docker_stop_waits_longer_than_the_proxy_drains(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    config = load_config(COMPOSE_PROXY_CONFIG, {"SESSION_SECRET": TEST_SECRET})
+    grace = str(services["proxy"]["stop_grace_period"])
+    assert grace.endswith("s") and float(grace[:-1]) > config.shutdown_timeout
+
+
 def test_compose_and_image_ask_the_same_proxy_healthcheck(
     services: dict[str, dict[str, Any]],
 ) -> None:
@@ -659,41 +671,7 @@ def test_env_file_is_ignored_by_git() -> None:
     assert result.returncode == 0, ".env (the real secret) is not in .gitignore"
 
 
-# --- compose healthchecks beside the real backends -----------------------------------------
-
-#: Runs in a fresh network and PID namespace: $1 is the backend's shell-quoted command, the
-#: rest is the healthcheck's argv. Exits 0 once the check passes, 3 if it passed before the
-#: backend started (it would check nothing). Leaving PID 1 ends the backend with it.
-PROBE_IN_PRIVATE_NETWORK: Final = r"""
-set -u
-backend=$1
-shift
-ip link set lo up
-if "$@" >/dev/null 2>&1; then
-  echo "the healthcheck passed with nothing listening" >&2
-  exit 3
-fi
-bash -c "exec $backend" &
-for _ in $(seq 200); do
-  if "$@" >/dev/null 2>&1; then
-    exit 0
-  fi
-  if ! kill -0 "$!" 2>/dev/null; then
-    echo "the backend exited" >&2
-    exit 4
-  fi
-  sleep 0.1
-done
-echo "the healthcheck never passed" >&2
-exit 1
-"""
-
-
-def private_network_command() -> list[str]:
-    require_tool("ip", "iproute2")
-    unshare = require_tool("unshare", "util-linux")
-    as_root = [] if os.geteuid() == 0 else ["--map-root-user"]
-    return [unshare, "--net", "--pid", "--fork", *as_root]
+# --- for test_compose_topology.py: each backend's image command, on this machine ----------
 
 
 def backend_argv(kind: BackendKind) -> list[str]:
@@ -706,87 +684,3 @@ def backend_argv(kind: BackendKind) -> list[str]:
     if kind == "node":
         return [require_tool("node", "nodejs"), *argv[1:]]
     return [str(build_go_backend()), *argv[1:]]
-
-
-@pytest.mark.parametrize("kind", BACKEND_KINDS)
-def test_backend_healthcheck_fails_without_and_passes_with_its_backend(
-    kind: BackendKind, services: dict[str, dict[str, Any]]
-) -> None:
-    test = mapping(services[f"backend-{kind}"]["healthcheck"])["test"]
-    probe = [sys.executable if arg == "python" else arg for arg in test[1:]]
-    runtime = read_dockerfile(BACKENDS_DIR / kind / "Dockerfile")[-1]
-    image_env = {k: v for k, v in runtime.env().items() if k != "PATH"}
-    result = subprocess.run(
-        [
-            *private_network_command(),
-            "bash",
-            "-c",
-            PROBE_IN_PRIVATE_NETWORK,
-            "probe",
-            shlex.join(backend_argv(kind)),
-            *probe,
-        ],
-        cwd=BACKENDS_DIR / kind,
-        env={**os.environ, **image_env},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, f"exit {result.returncode}:\n{result.stdout}{result.stderr}"
-
-
-# --- real images, built with buildah -------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def image_build() -> subprocess.CompletedProcess[str]:
-    """scripts/build-image.sh for the proxy and the Python backend, once per module."""
-    if os.environ.get("SIDECAR_IMAGE_BUILD") == "0":
-        message = "!!! IMAGES NOT BUILT: SIDECAR_IMAGE_BUILD=0. The Dockerfiles were only read."
-        warnings.warn(message, stacklevel=1)
-        pytest.skip(message)
-    require_tool("buildah", "buildah")
-    require_tool("debootstrap", "debootstrap")
-    return subprocess.run(
-        ["bash", "scripts/build-image.sh", "proxy", "backend-python"],
-        cwd=REPO,
-        env={**os.environ, "SIDECAR_IMAGE_SERVE": "1"},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=IMAGE_BUILD_TIMEOUT,
-        check=False,
-    )
-
-
-@pytest.mark.timeout(IMAGE_BUILD_TIMEOUT + 60)
-def test_images_build_and_pass_their_smoke_checks(
-    image_build: subprocess.CompletedProcess[str],
-) -> None:
-    output = image_build.stdout + image_build.stderr
-    assert image_build.returncode == 0, f"scripts/build-image.sh failed:\n{output[-6000:]}"
-    assert "healthy: " in image_build.stdout
-
-
-@pytest.mark.timeout(IMAGE_BUILD_TIMEOUT + 60)
-def test_built_proxy_image_keeps_its_user_ports_entrypoint_and_healthcheck(
-    image_build: subprocess.CompletedProcess[str],
-) -> None:
-    assert image_build.returncode == 0, "the build failed: see the test above"
-    buildah = require_tool("buildah", "buildah")
-    inspect = subprocess.run(
-        [buildah, "--storage-driver", "vfs", "inspect", "--type", "image", PROXY_IMAGE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    config = mapping(mapping(json.loads(inspect.stdout)["Docker"])["config"])
-    runtime = read_dockerfile(PROXY_DOCKERFILE)[-1]
-    assert config["User"] == "10001:10001"
-    assert set(config["ExposedPorts"]) == {"8080/tcp", "9901/tcp"}
-    assert config["Entrypoint"] == runtime.exec_form("ENTRYPOINT")
-    assert config["Cmd"] == runtime.exec_form("CMD")
-    assert mapping(config["Healthcheck"])["Test"] == ["CMD", *healthcheck_argv(runtime)]
