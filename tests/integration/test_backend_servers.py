@@ -9,8 +9,11 @@ is found with coarse steps and then bisected to the byte.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, get_args
@@ -207,6 +210,22 @@ def realistic_session(size: int) -> str:
     return encoded
 
 
+def session_cookies(set_cookies: list[str]) -> str:
+    """The Cookie header a browser sends back after these Set-Cookie values (live chunks)."""
+    pairs = [c.split(";")[0] for c in set_cookies if c.startswith("session.")]
+    return "; ".join(p for p in pairs if not p.endswith("="))
+
+
+def session_after(fronted: Fronted, path: str, session: str | None = None) -> Any:
+    """Call ``path``, then read back (as JSON) the session its Set-Cookies hold."""
+    status, _, _, cookies = fronted.get(path, session)
+    assert status == 200
+    reply = get(fronted.proxy.port, "/whoami", session_cookies(cookies))
+    seen = json.loads(reply[2])
+    assert seen["status"] == "valid"
+    return json.loads(seen["session_raw"])
+
+
 def test_documented_setting_reads_a_40_kb_session(documented: Fronted) -> None:
     session = realistic_session(SESSION_40KB)
     WATCH.sensitive(session)
@@ -217,18 +236,8 @@ def test_documented_setting_reads_a_40_kb_session(documented: Fronted) -> None:
 
 
 def test_documented_setting_writes_a_40_kb_session(documented: Fronted) -> None:
-    status, _, body, cookies = documented.get("/session/grow?kb=40")
-    assert status == 200
-    written = json.loads(body)["bytes"]
-    assert written >= SESSION_40KB
-    jar = "; ".join(c.split(";")[0] for c in cookies if c.startswith("session."))
-    assert jar
-    reply = get(documented.proxy.port, "/whoami", jar)
-    assert reply[0] == 200
-    seen = json.loads(reply[2])
-    assert seen["status"] == "valid"
-    assert len(seen["session_raw"]) == written
-    assert len(json.loads(seen["session_raw"])["blob"]) == 40 * KIB
+    session = session_after(documented, "/session/grow?kb=40")
+    assert len(session["blob"]) == SESSION_40KB  # the whole X-Set-Session came through
 
 
 @pytest.mark.parametrize("at_default", ["nginx-php-fpm"], indirect=True)
@@ -238,3 +247,131 @@ def test_nginx_default_fastcgi_buffer_refuses_a_40_kb_set_session(at_default: Fr
     assert b"nginx" in body
     assert cookies == []
     assert "upstream sent too big header" in at_default.server.output()
+
+
+# --- h11 counts only what has not been parsed yet ----------------------------------------------
+
+
+def head_status(port: int, session_bytes: int, split_at: int | None) -> int:
+    """The status for a GET whose X-Session is ``session_bytes`` long, sent whole or in two."""
+    head = b"GET /whoami HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Session: "
+    head += b"x" * session_bytes + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        if split_at is None:
+            connection.sendall(head)
+        else:
+            connection.sendall(head[:split_at])
+            time.sleep(0.2)  # the server reads the first part alone
+            connection.sendall(head[split_at:])
+        status_line = connection.recv(64).split(b"\r\n")[0]
+    return int(status_line.split()[1])
+
+
+H11_SERVERS: Final = ["uvicorn-h11", "hypercorn"]
+
+
+@pytest.mark.parametrize("at_default", H11_SERVERS, indirect=True)
+def test_h11_default_refuses_a_40_kb_head_only_when_it_arrives_in_pieces(
+    at_default: Fronted,
+) -> None:
+    port = at_default.server.port
+    assert head_status(port, SESSION_40KB, split_at=None) == 200
+    assert head_status(port, SESSION_40KB, split_at=20_000) in (400, 431)
+    assert head_status(port, 20_000, split_at=17_000) in (400, 431)
+
+
+@pytest.mark.parametrize("documented", H11_SERVERS, indirect=True)
+def test_h11_documented_setting_takes_a_40_kb_head_in_pieces(documented: Fronted) -> None:
+    assert head_status(documented.server.port, SESSION_40KB, split_at=20_000) == 200
+
+
+# --- PHP: the snippet in docs/backends.md -----------------------------------------------------
+
+PHP_SERVERS: Final = ["nginx-php-fpm", "php-cli-server"]
+NESTED: Final = '{"prefs":{},"cart":[],"n":{"deep":{}}}'
+
+
+@pytest.mark.parametrize("documented", PHP_SERVERS, indirect=True)
+def test_php_snippet_keeps_an_empty_nested_object(documented: Fronted) -> None:
+    session = session_after(documented, "/touch", NESTED)
+    assert session == {"prefs": {}, "cart": [], "n": {"deep": {}}, "user": "alice"}
+
+
+@pytest.mark.parametrize("documented", PHP_SERVERS, indirect=True)
+def test_php_snippet_starts_an_empty_session_as_an_object(documented: Fronted) -> None:
+    assert session_after(documented, "/touch") == {"user": "alice"}
+
+
+@pytest.mark.parametrize("documented", PHP_SERVERS, indirect=True)
+def test_the_old_assoc_array_php_snippet_turned_nested_objects_into_arrays(
+    documented: Fronted,
+) -> None:
+    session = session_after(documented, "/touch-assoc", NESTED)
+    assert session == {"prefs": [], "cart": [], "n": {"deep": []}, "user": "alice"}
+
+
+# --- non-Latin-1 text in X-Set-Session --------------------------------------------------------
+
+
+@pytest.mark.parametrize("at_default", ["django-runserver"], indirect=True)
+def test_django_mime_encodes_raw_unicode_json_and_the_proxy_refuses_it(
+    at_default: Fronted,
+) -> None:
+    direct = http.client.HTTPConnection("127.0.0.1", at_default.server.port, timeout=10)
+    direct.request("GET", "/unicode?ascii=0")
+    value = direct.getresponse().headers["X-Set-Session"]
+    direct.close()
+    assert value.startswith("=?utf-8?b?")  # RFC 2047 encoded-word, not JSON
+    status, _, body, cookies = at_default.get("/unicode?ascii=0")
+    assert (status, json.loads(body)) == (502, {"error": "invalid_session_header"})
+    assert cookies == []
+
+
+@pytest.mark.parametrize("at_default", ["django-runserver", "gunicorn"], indirect=True)
+def test_ascii_json_with_u_escapes_round_trips_the_euro_sign(at_default: Fronted) -> None:
+    assert session_after(at_default, "/unicode?ascii=1") == {"name": "\u20ac"}
+
+
+@pytest.mark.parametrize("at_default", ["gunicorn"], indirect=True)
+def test_a_wsgi_server_refuses_a_non_latin1_header_value(at_default: Fronted) -> None:
+    status, _, body, cookies = at_default.get("/unicode?ascii=0")
+    assert status == 500
+    assert b"Internal Server Error" in body
+    assert cookies == []
+    assert "Invalid response header from the application" in at_default.server.output()
+
+
+@pytest.mark.parametrize("at_default", ["uvicorn-h11", "hypercorn"], indirect=True)
+def test_asgi_servers_send_the_apps_utf8_bytes_which_the_proxy_accepts(
+    at_default: Fronted,
+) -> None:
+    assert session_after(at_default, "/unicode?ascii=0") == {"name": "\u20ac"}
+
+
+# --- max_session_header_bytes: the proxy's JSON 431 instead of the server's own error ---------
+
+
+def assert_proxy_answers_431(server: RunningServer, cap: int, size: int) -> None:
+    """Behind ``max_session_header_bytes: cap``, ``size`` bytes get the proxy's JSON 431."""
+    with WATCH.start_proxy(probe_config(server, max_session_header_bytes=cap)) as capped:
+        outcome = probe(capped.port, capped.config_path, size)
+        assert (outcome.status, json.loads(outcome.body)) == (
+            431,
+            {"error": "session_too_large_for_upstream", "bytes": size, "limit": cap},
+        )
+        assert probe(capped.port, capped.config_path, cap).status == 200
+
+
+@pytest.mark.parametrize("at_default", ["gunicorn", "nginx-php-fpm"], indirect=True)
+def test_max_session_header_bytes_answers_before_the_server_refuses(at_default: Fronted) -> None:
+    assert at_default.probe(9_000).status in (400, 431)  # the server's own HTML error
+    assert_proxy_answers_431(at_default.server, 8_000, 9_000)
+
+
+@pytest.mark.parametrize("documented", ["nginx-php-fpm"], indirect=True)
+def test_max_session_header_bytes_under_the_fastcgi_cap_replaces_nginx_errors(
+    documented: Fronted,
+) -> None:
+    # PHP-FPM's reset (502) or, a few bytes further, nginx's record too big (500).
+    assert documented.probe(65_000).status in (500, 502)
+    assert_proxy_answers_431(documented.server, 60_000, 65_000)
