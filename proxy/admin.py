@@ -1,9 +1,9 @@
 """Admin server: /healthz, /readyz and /metrics on ``admin_listen``, never the proxied port.
 
 * ``/healthz``: 200 ``{"status":"ok"}`` while the process serves at all (liveness).
-* ``/readyz``: 200 when every upstream accepts a TCP connection within
-  :data:`PROBE_TIMEOUT`, probed concurrently; otherwise 503 naming each unreachable upstream
-  and why (readiness).
+* ``/readyz``: 200 when the upstreams ``readiness.require`` names (all by default, any one,
+  or a list) accept a TCP connection within :data:`PROBE_TIMEOUT`, probed concurrently;
+  otherwise 503 naming each unreachable upstream and why (readiness).
 * ``/metrics``: Prometheus text (or OpenMetrics, if the scraper asks for it).
 
 It has its own aiohttp runner with access logging off: probes and scrapes are not requests.
@@ -40,7 +40,9 @@ class AdminEndpoints:
         return _json(200, {"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        upstreams = self.config_provider().upstreams
+        config = self.config_provider()
+        readiness = config.readiness
+        upstreams = readiness.probed(config.upstreams)
         # Upstreams on the same host and port share one probe.
         addresses = sorted({(up.host, up.port) for up in upstreams})
         results = await asyncio.gather(*(probe_tcp(host, port) for host, port in addresses))
@@ -50,8 +52,10 @@ class AdminEndpoints:
             for up in upstreams
             if (failure := failures[(up.host, up.port)]) is not None
         }
-        if unreachable:
+        if not readiness.ready(len(upstreams), len(unreachable)):
             return _json(503, {"status": "unavailable", "unreachable": unreachable})
+        if unreachable:  # ready with "any": still say which are down
+            return _json(200, {"status": "ready", "unreachable": unreachable})
         return _json(200, {"status": "ready"})
 
     async def metrics(self, request: web.Request) -> web.Response:

@@ -29,6 +29,7 @@ from proxy.config_reader import (
     walk_substitute,
     without_echoes,
 )
+from proxy.config_readiness import DEFAULT_READINESS, Readiness, parse_readiness
 from proxy.config_secrets import MIN_SECRET_BYTES, Secret, parse_secret_list
 from proxy.config_session import SessionPolicy, parse_session
 from proxy.config_upstreams import Upstream, parse_upstreams
@@ -46,6 +47,7 @@ __all__ = [
     "ListenAddress",
     "LogFormat",
     "MigrateConfig",
+    "Readiness",
     "SameSite",
     "Secret",
     "SessionPolicy",
@@ -96,6 +98,8 @@ class Config:
     log_format: LogFormat
     #: Legacy Flask sessions to read and re-issue; None = off.
     migrate: MigrateConfig | None = None
+    #: Which upstreams /readyz needs (all of them unless configured).
+    readiness: Readiness = DEFAULT_READINESS
     #: Problems that do not stop the proxy (a secret written in the file), for check-config.
     warnings: tuple[str, ...] = ()
     source: str = "<string>"
@@ -196,6 +200,7 @@ def parse_config(
     session = parse_session(top.get("session"), errors)
     upstreams = parse_upstreams(top.get("upstreams"), errors)
     migrate = parse_migrate(top.get("migrate"), cookie, env, base_dir, errors, warnings)
+    readiness = parse_readiness(top.get("readiness"), upstreams, errors)
     limits = _parse_limits(top.get("limits"), errors)
     if limits.max_header_bytes < cookie.chunk_size * cookie.max_chunks + 1024:
         errors.append(
@@ -234,6 +239,7 @@ def parse_config(
         shutdown_timeout=shutdown_timeout,
         log_format=log_format,  # type: ignore[arg-type]
         migrate=migrate,
+        readiness=readiness,
         warnings=tuple(warnings),
         source=source,
     )

@@ -35,10 +35,11 @@ from multidict import CIMultiDict
 from proxy.http_headers import ForwardingInfo, HeaderPolicy, ResponseHeaders
 from proxy.proxy_exchange import Exchange
 from proxy.proxy_state import ProxyState
-from proxy.request_record import Observer, RequestRecord
+from proxy.request_record import Observer, RequestRecord, forwarded_client
 from proxy.routing import normalize_path
 from proxy.session_exchange import Inbound, Outbound
 from proxy.upstream_connection import UpstreamConnection, UpstreamPool
+from proxy.upstream_errors import RESPONSES, connect_failure, describe
 from proxy.websocket_tunnel import Handshake, accepts, classify_request
 
 log = logging.getLogger("session_sidecar.proxy")
@@ -54,15 +55,6 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 #: RFC 6455 section 4.4: a server that does not speak the client's version names its own.
 _WS_VERSION = (("Sec-WebSocket-Version", "13"),)
-_UPSTREAM_ERRORS = {
-    "refused": (502, "upstream_unreachable"),
-    "timeout": (504, "upstream_timeout"),
-    "reset": (502, "upstream_connection_failed"),
-    "bad_response": (502, "upstream_bad_response"),
-    # The upstream's fault, not the client's: 502, never 431 (RFC 6585 section 5 speaks of
-    # the request's header fields).
-    "header_too_large": (502, "upstream_header_too_large"),
-}
 
 
 class ProxyServer:
@@ -86,6 +78,11 @@ class ProxyServer:
         self.connections: set[ProxyConnection] = set()
         self.closing = False
         self._sweeping: asyncio.TimerHandle | None = None
+
+    def load(self) -> tuple[int, int]:
+        """Requests in flight and open client connections, for the metrics."""
+        connections = self.connections
+        return sum(1 for c in connections if c.busy), len(connections)
 
     def __call__(self) -> ProxyConnection:
         if self._sweeping is None:
@@ -143,6 +140,11 @@ class ProxyConnection(BaseProtocol):
         #: Loop time since when the connection has had no request in flight.
         self._idle_since = self._loop.time()
         self._peer = ""
+
+    @property
+    def busy(self) -> bool:
+        """A request is in flight: its head was read and its response has not ended."""
+        return self._current is not None
 
     # --- the client side of the wire ------------------------------------------------------
 
@@ -277,9 +279,14 @@ class ProxyConnection(BaseProtocol):
         state = server.state
         headers_in = message.headers
         url = message.url
+        policy = state.headers
         record = RequestRecord(
-            request_id=state.headers.request_id(headers_in),
-            client=self._peer,
+            request_id=policy.request_id(headers_in),
+            client=forwarded_client(
+                self._peer, headers_in.getall("X-Forwarded-For", ()), policy.is_trusted
+            )
+            if policy.trusted
+            else self._peer,
             method=message.method,
             path=url.raw_path[:512],
             started=time.time(),
@@ -318,14 +325,13 @@ class ProxyConnection(BaseProtocol):
             # The reason is one of the codec's fixed phrases: it never quotes the cookie.
             log.debug("request %s: session invalid: %s", record.request_id, inbound.reason)
         if inbound.chunk_count:
-            record.session_bytes = inbound.result.size
-            record.session_chunks = inbound.chunk_count
+            record.session_bytes_in = inbound.result.size
+            record.session_chunks_in = inbound.chunk_count
 
         limit = upstream.max_session_header_bytes
         if limit and upstream.forward_session and len(inbound.payload) > limit:
             self._session_too_large(ex, len(inbound.payload), limit)
             return
-        policy = state.headers
         headers = policy.upstream_request_headers(
             headers_in, ForwardingInfo(self._peer, "http", host)
         )
@@ -380,10 +386,10 @@ class ProxyConnection(BaseProtocol):
             async with asyncio.timeout(ex.upstream.timeout):
                 conn = await self.server.pool.connect(key)
         except TimeoutError:
-            self._fail(ex, "timeout")
+            self._fail(ex, "timeout", f"no connection within {ex.upstream.timeout:g}s")
             return
-        except OSError:
-            self._fail(ex, "refused")
+        except OSError as exc:
+            self._fail(ex, connect_failure(exc), describe(exc))
             return
         if ex.done or ex is not self._current:
             conn.close()
@@ -453,7 +459,8 @@ class ProxyConnection(BaseProtocol):
         if ex is not None and ex.deadline is not None and now >= ex.deadline:
             ex.deadline = None
             if not ex.responded and not ex.done:
-                self._fail(ex, "timeout")
+                timeout = ex.upstream.timeout if ex.upstream is not None else 0.0
+                self._fail(ex, "timeout", f"no response head within {timeout:g}s")
 
     # --- events from the upstream connection ------------------------------------------------
 
@@ -465,7 +472,7 @@ class ProxyConnection(BaseProtocol):
         if not 100 <= message.code <= 599:
             # RFC 9110 section 15: a status outside 100..599 is invalid; treat it as a 5xx.
             ex.keep_alive = False
-            self._fail(ex, "bad_response")
+            self._fail(ex, "bad_response", f"status {message.code} is outside 100..599")
             return
         if message.code == 101:
             # RFC 6455 section 4.1: a 101 opens the tunnel only as the answer to this very
@@ -476,7 +483,7 @@ class ProxyConnection(BaseProtocol):
                 self._open_tunnel(ex, message)
             else:
                 ex.keep_alive = False
-                self._fail(ex, "bad_response")
+                self._fail(ex, "bad_response", "a 101 that is no answer to this handshake")
             return
         state = ex.state
         record = ex.record
@@ -556,16 +563,14 @@ class ProxyConnection(BaseProtocol):
         # The upstream died mid-body. Abort the client's connection so it can never take a
         # truncated body for a complete one.
         ex.record.upstream_error = "reset"
-        log.warning(
-            "upstream %s: connection lost mid-body (request %s)",
-            ex.record.upstream,
-            ex.record.request_id,
-        )
+        self._log_failure(ex, "reset", "connection lost mid-body", "client connection aborted")
         self._release(ex, clean=False)
         self._report(ex)
         self.abort()
 
-    def upstream_failed(self, kind: str, sizes: tuple[int, int] | None = None) -> None:
+    def upstream_failed(
+        self, kind: str, sizes: tuple[int, int] | None = None, detail: str = ""
+    ) -> None:
         ex = self._current
         if ex is None or ex.done or ex.responded:
             return  # mid-body failures surface through the body stream
@@ -586,7 +591,7 @@ class ProxyConnection(BaseProtocol):
             key = UpstreamPool.key(ex.upstream)
             ex.connecting = asyncio.ensure_future(self._connect_and_send(ex, key))
             return
-        self._fail(ex, kind, sizes)
+        self._fail(ex, kind, detail, sizes)
 
     def _session_too_large(self, ex: Exchange, size: int, limit: int) -> None:
         """RFC 6585 section 5: the request's header fields (its session) are too large for
@@ -672,24 +677,34 @@ class ProxyConnection(BaseProtocol):
 
     # --- ending an exchange -------------------------------------------------------------------
 
-    def _fail(self, ex: Exchange, kind: str, sizes: tuple[int, int] | None = None) -> None:
-        status, error = _UPSTREAM_ERRORS[kind]
+    def _fail(
+        self, ex: Exchange, kind: str, detail: str = "", sizes: tuple[int, int] | None = None
+    ) -> None:
+        status, error = RESPONSES[kind]
         ex.record.upstream_error = kind
         body: dict[str, object] = {"error": error}
-        if sizes is None:
-            log.warning(
-                "upstream %s: %s (request %s)", ex.record.upstream, error, ex.record.request_id
-            )
-        else:
+        if sizes is not None:
             body["bytes"], body["limit"] = sizes
-            log.warning(
-                "upstream %s: %s: %d bytes, limit %d (request %s)",
-                ex.record.upstream,
-                error,
-                *sizes,
-                ex.record.request_id,
-            )
+            detail = f"{sizes[0]} bytes, limit {sizes[1]}"
+        self._log_failure(ex, kind, detail, f"answered {status} {error}")
         self._reply(ex, status, body)
+
+    @staticmethod
+    def _log_failure(ex: Exchange, kind: str, detail: str, outcome: str) -> None:
+        """One WARNING per failed exchange: upstream, address, cause, detail, what followed.
+        The detail comes from upstream_errors.describe() or the proxy's own words: never from
+        bytes the upstream sent, nor from the request."""
+        up = ex.upstream
+        log.warning(
+            "upstream %s at %s:%d failed: %s%s; %s (request %s)",
+            ex.record.upstream,
+            up.host if up is not None else "-",
+            up.port if up is not None else 0,
+            kind,
+            f", {detail}" if detail else "",
+            outcome,
+            ex.record.request_id,
+        )
 
     def _reply(
         self,
@@ -755,8 +770,8 @@ def _add_cookies(headers: CIMultiDict[str], outbound: Outbound) -> None:
 def _record_outbound(record: RequestRecord, outbound: Outbound) -> None:
     record.session_change = outbound.change.value
     if outbound.chunks:
-        record.session_bytes = outbound.size
-        record.session_chunks = outbound.chunks
+        record.session_bytes_out = outbound.size
+        record.session_chunks_out = outbound.chunks
 
 
 def _frame(data: bytes, chunked: bool) -> bytes:

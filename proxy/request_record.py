@@ -5,8 +5,12 @@ It holds sizes, states and names only: never a cookie value, a secret or session
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Final
+
+#: The longest client address the access log takes from X-Forwarded-For.
+_MAX_CLIENT_CHARS: Final = 64
 
 
 @dataclass(slots=True)
@@ -29,12 +33,48 @@ class RequestRecord:
     session_reason: str = ""
     #: none | set | cleared | resigned | refreshed | overflow | invalid_header
     session_change: str = "none"
-    #: Bytes and chunks of the session received (valid) or written (set/resigned/refreshed).
-    session_bytes: int = 0
-    session_chunks: int = 0
-    #: "" | refused | timeout | reset | header_too_large | bad_response | session_too_large
+    #: Bytes and chunks of the session received (a valid one) ...
+    session_bytes_in: int = 0
+    session_chunks_in: int = 0
+    #: ... and written (set, patched, resigned, refreshed, migrated).
+    session_bytes_out: int = 0
+    session_chunks_out: int = 0
+    #: "" or a cause of :mod:`proxy.upstream_errors` (dns, refused, tls, timeout, reset, ...)
     upstream_error: str = ""
     websocket: bool = False
 
 
 Observer = Callable[[RequestRecord], None]
+
+
+def forwarded_client(
+    peer: str, forwarded_for: Iterable[str], is_trusted: Callable[[str], bool]
+) -> str:
+    """The client the request came from, as the trusted proxies in front say.
+
+    Each proxy appends the address it received the request from to ``X-Forwarded-For``
+    (the convention RFC 7239 section 5.2 writes down for ``Forwarded: for=``), so read right
+    to left, every address up to the first one that is not a trusted proxy was written by a
+    trusted hop; that first untrusted one is the client. Addresses further left were written
+    by the client itself and prove nothing. Without a trusted ``peer`` the header is the
+    client's own word, and the peer is the client.
+    """
+    if not is_trusted(peer):
+        return peer
+    hops = [hop.strip() for line in forwarded_for for hop in line.split(",")]
+    hops = [_without_port(hop) for hop in hops if hop]
+    for hop in reversed(hops):
+        if not is_trusted(hop):
+            return hop[:_MAX_CLIENT_CHARS]
+    # Every hop is a trusted proxy: the left-most is the closest anyone came to the client.
+    return hops[0][:_MAX_CLIENT_CHARS] if hops else peer
+
+
+def _without_port(hop: str) -> str:
+    """``[2001:db8::1]:443`` -> ``2001:db8::1``, ``192.0.2.1:80`` -> ``192.0.2.1`` (some load
+    balancers add the port; RFC 7239 section 6 writes IPv6 in brackets)."""
+    if hop.startswith("["):
+        return hop[1:].partition("]")[0]
+    if hop.count(":") == 1:
+        return hop.partition(":")[0]
+    return hop

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from proxy import log_output
+from proxy import log_output, metrics
 from proxy.access_log import AccessLog, configure_logging
 from proxy.admin import start_admin
 from proxy.config import Config, ConfigError, iter_summary, load_config
@@ -37,6 +37,7 @@ from proxy.metrics import RequestMetrics
 from proxy.proxy_connection import ProxyServer
 from proxy.proxy_state import ProxyState, codec_from_config
 from proxy.request_record import RequestRecord
+from proxy.session_codec import SessionCodec
 from proxy.upstream_connection import UpstreamPool
 
 log = logging.getLogger("session_sidecar.server")
@@ -142,14 +143,17 @@ class Worker:
         self.access_log = AccessLog(config.log_format)
         self.metrics = RequestMetrics()
         self.pool = UpstreamPool(max_line_size=limit, max_field_size=limit, max_head_size=limit)
+        codec = codec_from_config(config)
+        metrics.set_key_ids(_key_ids(codec))
         self.proxy = ProxyServer(
-            ProxyState.build(config, codec_from_config(config)),
+            ProxyState.build(config, codec),
             self.pool,
             self._observe,
             max_line_size=config.limits.max_line_bytes,
             max_field_size=limit,
             idle_timeout=config.limits.idle_timeout,
         )
+        self.metrics.watch(self.proxy.load)
 
     def _observe(self, record: RequestRecord) -> None:
         self.access_log(record)
@@ -163,10 +167,13 @@ class Worker:
                 "reload refused, keeping the running configuration: %s",
                 "; ".join(exc.errors),
             )
+            metrics.count_reload("refused")
             return
         if config.listen != self.config.listen or config.limits != self.config.limits:
             log.warning("listen and limits changes take effect only after a restart")
-        self.proxy.state = ProxyState.build(config, codec_from_config(config))
+        codec = codec_from_config(config)
+        self.proxy.state = ProxyState.build(config, codec)
+        metrics.count_reload("ok", _key_ids(codec))
         self.access_log = AccessLog(config.log_format)
         self.config = config
         log.info("configuration reloaded from %s", self.config_file)
@@ -218,6 +225,7 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
     # Signals are handled before the port listens (see _run_worker); a stop that comes while
     # the admin port binds means no worker is started at all.
     stopping = _handle_supervisor_signals(children, config_file, state)
+    metrics.set_key_ids(_key_ids(codec_from_config(config)))
     try:
         sock = _listen_socket(config)
     except OSError as exc:
@@ -251,6 +259,8 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
             if child.poll() is None:
                 child.kill()
         codes = [c.wait() for c in children]
+        for child in children:
+            metrics.worker_exited(child.pid)
     if admin is not None:
         await admin.cleanup()
     sock.close()
@@ -278,7 +288,11 @@ def _handle_supervisor_signals(
             log.error(
                 "reload refused, keeping the running configuration: %s", "; ".join(exc.errors)
             )
+            metrics.count_reload("refused")
             return
+        # Counted here, where /metrics is served: a worker refusing what this process took
+        # (the file changed again in between) is only logged, by that worker.
+        metrics.count_reload("ok", _key_ids(codec_from_config(state["config"])))
         forward(signal.SIGHUP)
 
     def stop() -> None:
@@ -308,12 +322,18 @@ async def _supervise(
             code = child.poll()
             if code is not None and not stopping.is_set():
                 log.error("worker %d exited with %s; restarting it", child.pid, code)
+                metrics.worker_exited(child.pid)  # its memory, CPU and fd series go with it
                 children[i] = _spawn_worker(command, env, sock)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), 0.5)
     deadline = loop.time() + state["config"].shutdown_timeout + 5
     while any(c.poll() is None for c in children) and loop.time() < deadline:
         await asyncio.sleep(0.1)
+
+
+def _key_ids(codec: SessionCodec) -> list[str]:
+    """The key ids the codec derived from the secrets, newest first (never the secrets)."""
+    return [key.kid for key in codec.keys.keys]
 
 
 def _spawn_worker(

@@ -24,6 +24,7 @@ from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
 from aiohttp.streams import StreamReader
 
 from proxy.config import Upstream
+from proxy.upstream_errors import describe
 
 #: An idle connection older than this is closed rather than reused. Servers close idle
 #: keep-alive connections after 5 s (Node.js) to 75 s (nginx); reusing one the server is
@@ -38,9 +39,12 @@ class UpstreamOwner(Protocol):
 
     def upstream_response(self, message: RawResponseMessage, payload: StreamReader) -> None: ...
 
-    def upstream_failed(self, kind: str, sizes: tuple[int, int] | None = None) -> None:
-        """``kind`` is one of refused, timeout, reset, bad_response, header_too_large; for the
-        last, ``sizes`` is (bytes received for the head, the limit)."""
+    def upstream_failed(
+        self, kind: str, sizes: tuple[int, int] | None = None, detail: str = ""
+    ) -> None:
+        """``kind`` is a cause of :mod:`proxy.upstream_errors` (reset, bad_response or
+        header_too_large from here); for the last, ``sizes`` is (bytes received for the head,
+        the limit). ``detail`` says more for the log, never in the upstream's own bytes."""
 
     def tunnel_data(self, data: bytes) -> None: ...
 
@@ -144,10 +148,14 @@ class UpstreamConnection(BaseProtocol):
             self.close()
             if not self._responded:
                 self._responded = True
-                too_large = isinstance(exc, LineTooLong)
-                field_limit = exc.args[1] if too_large and isinstance(exc.args[1], int) else 0
-                sizes = (self._head_bytes, field_limit or self._limits[1]) if too_large else None
-                owner.upstream_failed("header_too_large" if too_large else "bad_response", sizes)
+                if isinstance(exc, LineTooLong):
+                    field_limit = exc.args[1] if isinstance(exc.args[1], int) else 0
+                    sizes = (self._head_bytes, field_limit or self._limits[1])
+                    owner.upstream_failed("header_too_large", sizes)
+                else:
+                    # The class only (BadStatusLine, InvalidHeader): its message quotes the
+                    # upstream's bytes, which may hold a cookie.
+                    owner.upstream_failed("bad_response", detail=type(exc).__name__)
             return
         for message, payload in messages:
             if 100 <= message.code < 200 and message.code != 101:
@@ -200,7 +208,8 @@ class UpstreamConnection(BaseProtocol):
         if self.tunnel:
             owner.tunnel_closed()
         elif not self._responded:
-            owner.upstream_failed("reset")
+            detail = describe(exc) if exc is not None else "closed before a response head"
+            owner.upstream_failed("reset", detail=detail)
 
     def pause_writing(self) -> None:
         super().pause_writing()

@@ -4,23 +4,32 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.metrics import FLUSH_INTERVAL
+from proxy.session_keys import KeyRing
+from tests.integration.admin_scrape import (
+    Reply,
+    Series,
+    access_lines,
+    admin_url,
+    answers,
+    call,
+    scrape,
+    value,
+    wait_for,
+)
 from tests.integration.backends import REPO_ROOT, RunningBackend, free_port, start_backend
 from tests.integration.sidecar import SECRET_1, RunningProxy, base_config, start_proxy
 
@@ -43,77 +52,6 @@ ACCESS_KEYS = {
 SESSION = {"user": "alice", "marker": "session-content-marker-5b1e"}
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def call(
-    base_url: str,
-    path: str,
-    method: str = "GET",
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> Reply:
-    """One request on a fresh connection."""
-    parts = urlsplit(base_url)
-    assert parts.hostname is not None and parts.port is not None
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return Reply(response.status, response.msg, response.read())
-    finally:
-        connection.close()
-
-
-def admin_url(proxy: RunningProxy) -> str:
-    assert proxy.admin_url is not None
-    return proxy.admin_url
-
-
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(proxy: RunningProxy) -> Series:
-    reply = call(admin_url(proxy), "/metrics")
-    assert reply.status == 200
-    assert reply.headers["Content-Type"].startswith("text/plain")
-    series: Series = {}
-    for family in text_string_to_metric_families(reply.body.decode()):
-        for s in family.samples:
-            series[(s.name, frozenset(s.labels.items()))] = s.value
-    return series
-
-
-def value(series: Series, name: str, **labels: str) -> float:
-    return series.get((name, frozenset(labels.items())), 0.0)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-
-
-def access_lines(proxy: RunningProxy) -> list[dict[str, Any]]:
-    """The access log lines (stdout and stderr share the proxy's output file)."""
-    lines = []
-    for line in proxy.output().splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if "request_id" in entry:
-                lines.append(entry)
-    return lines
-
-
 def cookie_pairs(reply: Reply) -> dict[str, str]:
     """name -> value of every Set-Cookie in a reply."""
     pairs = {}
@@ -133,15 +71,8 @@ def backend() -> Iterator[RunningBackend]:
 def proxy(backend: RunningBackend) -> Iterator[RunningProxy]:
     config = base_config(backend.url, admin_listen="127.0.0.1:0", log_format="json")
     with start_proxy(config) as running:
-        wait_for(lambda: _answers(admin_url(running)))
+        wait_for(lambda: answers(admin_url(running)))
         yield running
-
-
-def _answers(base_url: str) -> bool:
-    try:
-        return call(base_url, "/healthz").status == 200
-    except OSError:
-        return False
 
 
 # --- health and readiness -----------------------------------------------------------------
@@ -163,7 +94,7 @@ def test_readyz_names_the_upstream_once_it_stops_accepting() -> None:
     backend = start_backend("python")
     config = base_config(backend.url, admin_listen="127.0.0.1:0", log_format="json")
     with backend, start_proxy(config) as proxy:
-        wait_for(lambda: _answers(admin_url(proxy)))
+        wait_for(lambda: answers(admin_url(proxy)))
         assert call(admin_url(proxy), "/readyz").status == 200
         backend.stop()
         began = time.monotonic()
@@ -172,6 +103,36 @@ def test_readyz_names_the_upstream_once_it_stops_accepting() -> None:
         assert reply.status == 503
         assert reply.json() == {"status": "unavailable", "unreachable": {"app": "refused"}}
         assert call(admin_url(proxy), "/healthz").status == 200
+
+
+def test_readyz_requires_all_any_or_the_named_upstreams_as_configured(
+    backend: RunningBackend,
+) -> None:
+    upstreams = [
+        {"name": "app", "url": backend.url},
+        {"name": "static", "url": f"http://127.0.0.1:{free_port()}", "path_prefix": "/static"},
+    ]
+    config = base_config(
+        backend.url, upstreams=upstreams, admin_listen="127.0.0.1:0", log_format="json"
+    )
+    with start_proxy(config) as proxy:
+        wait_for(lambda: answers(admin_url(proxy)))
+        down = {"static": "refused"}
+        # The default, "all": one upstream down is enough to leave the load balancer.
+        reply = call(admin_url(proxy), "/readyz")
+        assert (reply.status, reply.json()) == (503, {"status": "unavailable", "unreachable": down})
+        config["admin_listen"] = admin_url(proxy).removeprefix("http://")
+        cases: list[tuple[object, int, dict[str, object]]] = [
+            ("any", 200, {"status": "ready", "unreachable": down}),
+            (["app"], 200, {"status": "ready"}),
+            (["static"], 503, {"status": "unavailable", "unreachable": down}),
+        ]
+        for require, status, body in cases:
+            config["readiness"] = {"require": require}
+            proxy.rewrite_config(config)
+            proxy.signal(signal.SIGHUP)
+            wait_for(lambda body=body: call(admin_url(proxy), "/readyz").json() == body)  # type: ignore[misc]
+            assert call(admin_url(proxy), "/readyz").status == status, require
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -250,8 +211,9 @@ def test_metrics_count_session_outcomes(proxy: RunningProxy) -> None:
     assert delta("session_sidecar_sessions_total", state="valid") == 1
     assert delta("session_sidecar_sessions_total", state="invalid") == 1
     assert delta("session_sidecar_session_changes_total", change="set") == 1
-    assert delta("session_sidecar_session_bytes_count") == 2  # written once, read once
-    assert delta("session_sidecar_session_chunks_sum") >= 2
+    assert delta("session_sidecar_session_bytes_count", direction="out") == 1  # written once
+    assert delta("session_sidecar_session_bytes_count", direction="in") == 1  # read once
+    assert delta("session_sidecar_session_chunks_sum", direction="in") >= 1
 
 
 def test_metrics_count_upstream_errors_by_kind(proxy: RunningProxy) -> None:
@@ -262,6 +224,18 @@ def test_metrics_count_upstream_errors_by_kind(proxy: RunningProxy) -> None:
     name = "session_sidecar_upstream_errors_total"
     reset = {"upstream": "app", "kind": "reset"}
     assert value(after, name, **reset) - value(before, name, **reset) == 1
+
+
+def test_a_single_process_shows_its_own_gauges_labelled_by_its_pid(proxy: RunningProxy) -> None:
+    series = scrape(proxy)
+    pid = str(proxy.process.pid)
+    assert value(series, "session_sidecar_worker_resident_memory_bytes", pid=pid) > 10 * 2**20
+    assert value(series, "session_sidecar_worker_open_fds", pid=pid) >= 4
+    assert value(series, "session_sidecar_in_flight_requests") == 0
+    assert ("session_sidecar_reloads_total", frozenset({("outcome", "refused")})) in series
+    kid = KeyRing([SECRET_1.encode()]).newest.kid
+    labels = frozenset({("index", "0"), ("kid", kid), ("role", "signs")})
+    assert series[("session_sidecar_session_key_info", labels)] == 1
 
 
 # --- the access log -----------------------------------------------------------------------
@@ -315,7 +289,7 @@ def test_supervisor_metrics_count_every_worker(backend: RunningBackend, tmp_path
         wait_for(
             lambda: len(set(re.findall(r"listening on \S+ \(pid (\d+)\)", proxy.output()))) == 2
         )
-        wait_for(lambda: _answers(admin_url(proxy)))
+        wait_for(lambda: answers(admin_url(proxy)))
         # The kernel hands each connection to whichever worker accepts first, so one worker may
         # take a whole sequential batch: send concurrent batches until both have counted some.
         sent = 0

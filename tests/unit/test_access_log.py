@@ -16,7 +16,7 @@ from proxy.access_log import (
     configure_logging,
     loggable_path,
 )
-from proxy.request_record import RequestRecord
+from proxy.request_record import RequestRecord, forwarded_client
 
 JSON_KEYS = {
     "time",
@@ -51,8 +51,8 @@ def record(**fields: object) -> RequestRecord:
         "bytes_out": 2048,
         "session_state": "valid",
         "session_change": "resigned",
-        "session_bytes": 1500,
-        "session_chunks": 1,
+        "session_bytes_in": 1500,
+        "session_chunks_in": 1,
     }
     values.update(fields)
     return RequestRecord(**values)  # type: ignore[arg-type]
@@ -306,3 +306,35 @@ def test_aiohttp_access_logger_is_silenced(capfd: pytest.CaptureFixture[str]) ->
     configure_logging("json")
     logging.getLogger("aiohttp.access").critical('127.0.0.1 "GET /?token=x" 200')
     assert capfd.readouterr().err == ""
+
+
+TRUSTED = ("127.0.0.1", "10.0.0.5", "2001:db8::10")
+
+
+def trusted(address: str) -> bool:
+    return address in TRUSTED
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "client"),
+    [
+        ("192.0.2.1", ["198.51.100.7"], "192.0.2.1"),  # an untrusted peer's header is its word
+        ("127.0.0.1", [], "127.0.0.1"),
+        ("127.0.0.1", ["198.51.100.7"], "198.51.100.7"),
+        ("127.0.0.1", ["203.0.113.66, 198.51.100.7, 10.0.0.5"], "198.51.100.7"),
+        ("127.0.0.1", ["203.0.113.66", "198.51.100.7"], "198.51.100.7"),  # two header lines
+        ("127.0.0.1", ["10.0.0.5, 127.0.0.1"], "10.0.0.5"),  # only trusted hops: the left-most
+        ("127.0.0.1", ["198.51.100.7:50123"], "198.51.100.7"),
+        ("127.0.0.1", ["[2001:db8::7]:443, 2001:db8::10"], "2001:db8::7"),
+        ("127.0.0.1", ["unknown"], "unknown"),  # RFC 7239 section 6: a hidden client
+        ("127.0.0.1", [" , "], "127.0.0.1"),
+    ],
+)
+def test_forwarded_client_is_the_right_most_untrusted_address(
+    peer: str, forwarded_for: list[str], client: str
+) -> None:
+    assert forwarded_client(peer, forwarded_for, trusted) == client
+
+
+def test_a_forwarded_client_is_cut_to_64_characters() -> None:
+    assert len(forwarded_client("127.0.0.1", ["x" * 500], trusted)) == 64

@@ -89,7 +89,8 @@ def test_config_repr_never_shows_the_secret() -> None:
 def test_unknown_top_level_key_is_reported_with_the_known_keys() -> None:
     assert errors_of(MINIMAL + "colour: red\n") == [
         "colour: unknown key; known keys: admin_listen, cookie, limits, listen, log_format, "
-        "migrate, secrets, session, shutdown_timeout, trusted_proxies, upstreams, workers"
+        "migrate, readiness, secrets, session, shutdown_timeout, trusted_proxies, upstreams, "
+        "workers"
     ]
 
 
@@ -615,3 +616,47 @@ def test_config_path_prefers_flag_then_environment_then_default() -> None:
     assert config_path("/flag.yaml", env) == "/flag.yaml"
     assert config_path(None, env) == "/etc/env.yaml"
     assert config_path(None, {}) == "config/proxy.yaml"
+
+
+# --- readiness ----------------------------------------------------------------------------
+
+TWO_UPSTREAMS = with_upstreams(
+    "{url: http://127.0.0.1:8001, name: app}",
+    "{url: http://127.0.0.1:8002, name: static, path_prefix: /static}",
+)
+
+
+def test_readiness_requires_every_upstream_by_default() -> None:
+    config = parse(TWO_UPSTREAMS)
+    assert config.readiness.require == "all"
+    assert [up.name for up in config.readiness.probed(config.upstreams)] == ["app", "static"]
+    assert not config.readiness.ready(probed=2, unreachable=1)
+
+
+def test_readiness_any_is_ready_while_one_upstream_answers() -> None:
+    config = parse(TWO_UPSTREAMS + "readiness: {require: ANY}\n")
+    assert config.readiness.require == "any"
+    assert config.readiness.ready(probed=2, unreachable=1)
+    assert not config.readiness.ready(probed=2, unreachable=2)
+
+
+def test_readiness_can_name_the_upstreams_it_needs() -> None:
+    config = parse(TWO_UPSTREAMS + "readiness: {require: [app]}\n")
+    assert config.readiness.require == ("app",)
+    assert [up.name for up in config.readiness.probed(config.upstreams)] == ["app"]
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ("{require: some}", "readiness.require: expected all, any or a list of upstream names"),
+        ("{require: []}", "readiness.require: expected all, any or a list of upstream names"),
+        ("{require: [api]}", "readiness.require[0]: 'api' names no upstream; upstream names:"),
+        ("{require: [app, app]}", "readiness.require[1]: 'app' is listed twice"),
+        ("{need: all}", "readiness.need: unknown key"),
+    ],
+)
+def test_bad_readiness_is_reported_with_its_path(snippet: str, message: str) -> None:
+    errors = errors_of(TWO_UPSTREAMS + f"readiness: {snippet}\n")
+    assert len(errors) == 1
+    assert errors[0].startswith(message), errors

@@ -4,6 +4,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import metrics as metrics_module
 from proxy.metrics import (
+    INVALID_REASONS,
     LATENCY_BUCKETS,
     MULTIPROC_ENV,
     RequestMetrics,
     exposition,
     flush,
+    invalid_reason,
     process_registry,
 )
 from proxy.request_record import RequestRecord
+from proxy.session_codec import EncodedSession, SessionCodec, SessionState
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,16 +95,63 @@ def test_session_outcome_is_not_counted_when_no_upstream_read_it() -> None:
     assert sample("session_sidecar_sessions_total", state="absent") == before
 
 
-def test_session_size_and_chunks_are_observed_when_a_session_was_carried() -> None:
-    count = sample("session_sidecar_session_bytes_count")
-    size = sample("session_sidecar_session_bytes_sum")
-    chunks = sample("session_sidecar_session_chunks_sum")
+@pytest.mark.parametrize("direction", ["in", "out"])
+def test_session_size_and_chunks_are_observed_by_direction(direction: str) -> None:
+    count = sample("session_sidecar_session_bytes_count", direction=direction)
+    size = sample("session_sidecar_session_bytes_sum", direction=direction)
+    chunks = sample("session_sidecar_session_chunks_sum", direction=direction)
     metrics = RequestMetrics()
-    metrics(record(session_state="valid", session_bytes=9000, session_chunks=3))
+    metrics(
+        record(
+            session_state="valid",
+            **{f"session_bytes_{direction}": 9000, f"session_chunks_{direction}": 3},
+        )
+    )
     metrics(record(session_state="absent"))
-    assert sample("session_sidecar_session_bytes_count") == count + 1
-    assert sample("session_sidecar_session_bytes_sum") == size + 9000
-    assert sample("session_sidecar_session_chunks_sum") == chunks + 3
+    assert sample("session_sidecar_session_bytes_count", direction=direction) == count + 1
+    assert sample("session_sidecar_session_bytes_sum", direction=direction) == size + 9000
+    assert sample("session_sidecar_session_chunks_sum", direction=direction) == chunks + 3
+
+
+def test_a_session_read_and_rewritten_is_observed_in_both_directions() -> None:
+    before = [sample("session_sidecar_session_bytes_count", direction=d) for d in ("in", "out")]
+    RequestMetrics()(
+        record(
+            session_bytes_in=100,
+            session_chunks_in=1,
+            session_bytes_out=5000,
+            session_chunks_out=2,
+        )
+    )
+    after = [sample("session_sidecar_session_bytes_count", direction=d) for d in ("in", "out")]
+    assert after == [before[0] + 1, before[1] + 1]
+
+
+@pytest.mark.parametrize(
+    ("reason", "label"),
+    [
+        ("bad signature", "bad_signature"),
+        ("unknown key id (secret removed?)", "unknown_key"),
+        ("3 chunks expected, some missing", "missing_chunks"),
+        ("not a session token", "malformed"),
+        ("payload too large or corrupt", "too_large"),
+        ("timestamp in the future", "future_timestamp"),
+        ("a reason added later", "other"),
+    ],
+)
+def test_invalid_session_is_counted_by_reason(reason: str, label: str) -> None:
+    before = sample("session_sidecar_invalid_sessions_total", reason=label)
+    RequestMetrics()(record(session_state="invalid", session_reason=reason))
+    assert sample("session_sidecar_invalid_sessions_total", reason=label) == before + 1
+
+
+def test_every_invalid_reason_is_shown_before_it_happens() -> None:
+    flush()
+    for label in INVALID_REASONS:
+        value = process_registry().get_sample_value(
+            "session_sidecar_invalid_sessions_total", {"reason": label}
+        )
+        assert value is not None, label
 
 
 @pytest.mark.parametrize(
@@ -122,7 +173,7 @@ def test_unchanged_session_counts_no_change() -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", ["refused", "timeout", "reset", "header_too_large", "bad_response"]
+    "kind", ["dns", "refused", "tls", "timeout", "reset", "header_too_large", "bad_response"]
 )
 def test_upstream_error_is_counted_by_upstream_and_kind(kind: str) -> None:
     before = sample("session_sidecar_upstream_errors_total", upstream="err-app", kind=kind)
@@ -230,3 +281,30 @@ def test_metrics_page_adds_up_every_worker_in_multiprocess_mode(
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
     body, _ = exposition(None)
     assert 'session_sidecar_requests_total{status="200",upstream="multi-app"} 7.0' in body.decode()
+
+
+def test_the_codecs_own_invalid_reasons_each_have_a_label_of_their_own() -> None:
+    """The labels map the codec's phrases: a phrase changed there must not fall to "other"."""
+    codec = SessionCodec([b"metrics-reason-secret-0123456789abcdef"], chunk_size=200)
+    stranger = SessionCodec([b"another-secret-entirely-0123456789abcdef"], chunk_size=200)
+
+    def chunks(encoded: EncodedSession) -> dict[int, str]:
+        return {i: c.value for i, c in enumerate(encoded.cookies)}
+
+    token = chunks(codec.encode('{"user":"alice"}'))[0]
+    middle = len(token) - 20
+    tampered = token[:middle] + ("A" if token[middle] != "A" else "B") + token[middle + 1 :]
+    long_session = chunks(codec.encode('{"k":"' + os.urandom(400).hex() + '"}'))
+    assert len(long_session) > 1
+    future = chunks(codec.encode("{}", issued_at=int(time.time()) + 86_400))
+    cases = {
+        "bad_signature": {0: tampered},
+        "unknown_key": chunks(stranger.encode("{}")),
+        "missing_chunks": {0: long_session[0]},
+        "malformed": {0: "not-a-token"},
+        "future_timestamp": future,
+    }
+    for label, carried in cases.items():
+        result = codec.decode(carried)
+        assert result.state is SessionState.INVALID, label
+        assert invalid_reason(result.reason) == label, result.reason
