@@ -98,6 +98,9 @@ class DecodeResult:
     chunk_count: int = 0
     #: Bytes of cookie data the session spans (0 when not valid).
     size: int = 0
+    #: Id of the key that verified a valid or expired session (see :mod:`proxy.session_keys`);
+    #: "" otherwise. Public: it travels in the cookie, and names the secret for operators.
+    key_id: str = ""
     #: Why it is invalid, for logs. Never contains cookie or session content.
     reason: str = ""
 
@@ -269,6 +272,11 @@ class SessionCodec:
     def chunk_name(self, index: int) -> str:
         return f"{self.name}.{index}"
 
+    def expires_at(self, issued_at: int) -> int:
+        """The last second (Unix time) at which a session issued at ``issued_at`` is valid:
+        past ``max_age`` seconds of age it decodes as expired."""
+        return issued_at + self.max_age
+
     # --- encode -------------------------------------------------------------------------
 
     def encode(self, payload: str, issued_at: int | None = None) -> EncodedSession:
@@ -411,7 +419,12 @@ class SessionCodec:
             return _invalid("timestamp in the future")
         if now - entry.issued_at > self.max_age:
             stale = entry.key_index != 0 or entry.encrypted != self.encrypt
-            return DecodeResult(SessionState.EXPIRED, issued_at=entry.issued_at, stale_key=stale)
+            return DecodeResult(
+                SessionState.EXPIRED,
+                issued_at=entry.issued_at,
+                stale_key=stale,
+                key_id=self.keys.keys[entry.key_index].kid,
+            )
         if entry.valid is None:
             entry.valid = DecodeResult(
                 SessionState.VALID,
@@ -420,6 +433,7 @@ class SessionCodec:
                 stale_key=entry.key_index != 0 or entry.encrypted != self.encrypt,
                 chunk_count=entry.chunk_count,
                 size=len(entry.token),
+                key_id=self.keys.keys[entry.key_index].kid,
             )
         return entry.valid
 
