@@ -144,6 +144,13 @@ class UnreadPipeProxy:
             except OSError:
                 assert time.monotonic() < deadline, "the proxy never listened"
                 time.sleep(0.05)
+        # The supervisor listens before its workers have booted: a request timed now would
+        # time a worker's start-up. Its "listening" lines go to stderr, read here for stdout.
+        if workers > 1 and stream == "stdout":
+            while self.other_log.read_text().count('"listening on ') < workers:
+                assert self.process.poll() is None, self.other_log.read_text()
+                assert time.monotonic() < deadline, "the workers never listened"
+                time.sleep(0.05)
 
     def resume_reading(self) -> None:
         def read() -> None:
