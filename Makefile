@@ -6,11 +6,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config/proxy.yaml
+# `make run` and `make check-config` need only the runtime dependencies, so they get their own
+# environment: the project (editable) and pyproject.toml's `dependencies`, no test extras.
+# du -sh on x86_64 Linux, Python 3.11, 2026-12-03: .venv-run 73 MB, .venv (with `test`) 482 MB.
+RUN_VENV ?= .venv-run
+RUN_BIN  := $(RUN_VENV)/bin
 
-.PHONY: help deps venv lint test test-unit test-integration run check-config bench bench-codec soak clean
+.PHONY: help deps venv run-venv lint test test-unit test-integration run check-config bench bench-codec soak clean
 
 help:
-	@echo "make run          the proxy on $(CONFIG)"
+	@echo "make run          the proxy on $(CONFIG), from $(RUN_VENV) (runtime dependencies only)"
 	@echo "make test         lint + type-check + the whole test suite"
 	@echo "make bench-codec  codec timings beside the bare primitives"
 	@echo "make bench        proxy throughput beside nginx"
@@ -26,6 +31,14 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
+$(RUN_BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(RUN_VENV)
+	$(RUN_BIN)/pip install --quiet --upgrade pip
+	$(RUN_BIN)/pip install --quiet -e .
+	@touch $@
+
+run-venv: $(RUN_BIN)/.installed
+
 lint: venv
 	$(BIN)/ruff check proxy tests scripts examples adapters/flask
 	$(BIN)/ruff format --check proxy tests scripts examples adapters/flask
@@ -40,13 +53,14 @@ test-unit: venv
 test-integration: deps venv
 	$(BIN)/pytest -q tests/integration
 
-run: venv
+# exec: the proxy replaces the shell, so a SIGTERM, SIGINT or SIGHUP sent to its pid is its own.
+run: run-venv
 	SESSION_SECRET=$${SESSION_SECRET:-dev-only-secret-change-me-0123456789abcdef} \
-	  $(BIN)/session-sidecar serve -c $(CONFIG)
+	  exec $(RUN_BIN)/session-sidecar serve -c $(CONFIG)
 
-check-config: venv
+check-config: run-venv
 	SESSION_SECRET=$${SESSION_SECRET:-dev-only-secret-change-me-0123456789abcdef} \
-	  $(BIN)/session-sidecar check-config -c $(CONFIG)
+	  $(RUN_BIN)/session-sidecar check-config -c $(CONFIG)
 
 bench-codec: venv
 	$(BIN)/python scripts/bench_codec.py
@@ -60,4 +74,4 @@ soak: venv
 	$(BIN)/python scripts/soak.py --requests 1000000
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(RUN_VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
