@@ -429,10 +429,16 @@ def start_haproxy(upstream_port: int, global_directives: str = "") -> RunningFro
 
 
 def caddy_config(
-    workdir: Path, tls: TLSFiles, port: int, upstream_port: int, server_options: str
+    workdir: Path,
+    tls: TLSFiles,
+    port: int,
+    upstream_port: int,
+    server_options: str,
+    transport_options: str,
 ) -> str:
     # admin off and auto_https off: no admin port, no certificate manager, nothing outside
-    # the temp dir. ``server_options`` go into the global ``servers`` block.
+    # the temp dir. ``server_options`` go into the global ``servers`` block,
+    # ``transport_options`` into reverse_proxy's ``transport http`` block.
     return f"""\
 # Written by tests/integration/front_proxies.py for one test run.
 {{
@@ -447,16 +453,27 @@ def caddy_config(
 https://127.0.0.1:{port} {{
     bind 127.0.0.1
     tls {tls.cert} {tls.key}
-    reverse_proxy 127.0.0.1:{upstream_port}
+    reverse_proxy 127.0.0.1:{upstream_port} {{
+        transport http {{
+{transport_options}
+        }}
+    }}
 }}
 """
 
 
-def start_caddy(upstream_port: int, server_options: str = "") -> RunningFront:
-    """Caddy on a free port, TLS with ALPN h2 and http/1.1, in front of the sidecar."""
+def start_caddy(
+    upstream_port: int, server_options: str = "", transport_options: str = ""
+) -> RunningFront:
+    """Caddy on a free port, TLS with ALPN h2 and http/1.1, in front of the sidecar.
+
+    ``server_options`` go into the global ``servers`` block and ``transport_options`` into
+    ``reverse_proxy``'s ``transport http`` block, as written (empty: the defaults).
+    """
     workdir, tls = _workdir("caddy")
     port = free_port()
     conf = workdir / "Caddyfile"
-    conf.write_text(caddy_config(workdir, tls, port, upstream_port, server_options))
+    config = caddy_config(workdir, tls, port, upstream_port, server_options, transport_options)
+    conf.write_text(config)
     command = [require_tool("caddy"), "run", "--adapter", "caddyfile", "--config", str(conf)]
     return _launch("caddy", command, workdir, tls, port)

@@ -11,12 +11,14 @@ read, shrink and clear. The doc cites these tests by name.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import string
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 import pytest
@@ -217,23 +219,37 @@ def grow_forty_kb(client: CurlClient) -> Reply:
     return client.get(f"/session/grow?kb={FORTY_KB}")
 
 
-def access_lines(sidecar: RunningProxy, request: str) -> list[str]:
-    """The sidecar's access-log lines for ``request`` (say ``GET /whoami``)."""
-    return [line for line in sidecar.output().splitlines() if f'"{request}" ' in line]
+_marks = itertools.count()
 
 
-def next_access_line(sidecar: RunningProxy, request: str, seen: int) -> str:
-    """The access-log line after the first ``seen`` for ``request``, waiting up to 5 s for it.
+def mark(sidecar: RunningProxy) -> int:
+    """Send ``GET /mark-N`` straight to the sidecar; return the index of its access-log line.
 
-    The sidecar writes its access log after the response, so a line can trail the client.
+    The sidecar writes a request's line after its response, so a line can trail the client.
+    A mark's line comes after the lines of every request answered before the mark was sent.
     """
+    path = f"/mark-{next(_marks)}"  # the backend answers any GET
+    target = f'"GET {path}" '
+    with CurlClient(sidecar.url, http="1.1") as client:
+        client.get(path)
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline:
-        lines = access_lines(sidecar, request)[seen:]
-        if lines:
-            return lines[0]
+        lines = sidecar.output().splitlines()
+        found = [i for i, line in enumerate(lines) if target in line]
+        if found:
+            return found[0]
         time.sleep(0.02)
-    raise AssertionError(f"no access-log line for {request} after the first {seen}")
+    raise AssertionError(f"the sidecar logged no {target} within 5 s")
+
+
+@contextmanager
+def sidecar_log(sidecar: RunningProxy) -> Iterator[list[str]]:
+    """The sidecar's log lines for the requests made inside the ``with`` block."""
+    lines: list[str] = []
+    start = mark(sidecar)
+    yield lines
+    end = mark(sidecar)
+    lines += sidecar.output().splitlines()[start + 1 : end]
 
 
 def refused_by_front(client: CurlClient, cookie: str | None = None) -> str:
@@ -265,27 +281,23 @@ def sets_sessions_through(front: RunningFront) -> Callable[[int], bool]:
 def assert_growing_session_is_a_502_the_sidecar_logs_as_200(
     front: RunningFront, sidecar: RunningProxy
 ) -> None:
-    before = len(access_lines(sidecar, "GET /session/grow"))
-    with front.client() as client:
+    with sidecar_log(sidecar) as logged, front.client() as client:
         assert grow_forty_kb(client).status == 502
         assert client.session_chunks() == {}
         assert client.http_versions == ["2"]
-    assert '"GET /session/grow" 200 ' in next_access_line(sidecar, "GET /session/grow", before)
+    [line] = [line for line in logged if '"GET /session/grow" ' in line]
+    assert '"GET /session/grow" 200 ' in line
 
 
 def assert_refused_before_the_sidecar(
     front: RunningFront, http: HTTPVersion, cookies: dict[str, str], sidecar: RunningProxy
 ) -> str:
     """Send ``cookies`` through ``front``; return what the client got, checking that the
-    sidecar never saw the request (a plain request after it is the only one it logs)."""
-    before = len(access_lines(sidecar, "GET /whoami"))
-    with front.client(http) as client:
+    sidecar never saw the request."""
+    with sidecar_log(sidecar) as logged, front.client(http) as client:
         client.cookies.update(cookies)
         outcome = refused_by_front(client)
-    with CurlClient(sidecar.url, http="1.1") as follow_up:
-        follow_up.whoami()
-    next_access_line(sidecar, "GET /whoami", before)
-    assert len(access_lines(sidecar, "GET /whoami")) == before + 1, front.log()
+    assert not [line for line in logged if '"GET /whoami" ' in line], front.log()
     return outcome
 
 
@@ -442,11 +454,19 @@ def test_nginx_with_the_documented_settings_carries_a_full_session(
 # --- forwarding headers -------------------------------------------------------------------------
 
 
-def test_behind_a_trusted_front_the_backend_sees_the_client_and_https(nginx: RunningFront) -> None:
-    with nginx.client(source="127.0.0.2") as client:
+@pytest.mark.parametrize("kind", ["nginx", "haproxy", "caddy"])
+def test_behind_a_trusted_front_the_backend_sees_the_client_and_https(
+    kind: str, request: pytest.FixtureRequest, sidecar: RunningProxy
+) -> None:
+    """With the front in trusted_proxies, its X-Forwarded-For is extended, its -Proto kept,
+    and the access log names the client (127.0.0.2 here), not the front (127.0.0.1)."""
+    front: RunningFront = request.getfixturevalue(kind)
+    with sidecar_log(sidecar) as logged, front.client(source="127.0.0.2") as client:
         headers = client.whoami()["headers"]
     assert headers["x-forwarded-for"] == "127.0.0.2, 127.0.0.1"
     assert headers["x-forwarded-proto"] == "https"
+    [line] = [line for line in logged if '"GET /whoami" ' in line]
+    assert ' 127.0.0.2 "GET /whoami" ' in line
 
 
 def test_behind_an_untrusted_front_the_forwarding_headers_are_replaced(
@@ -542,3 +562,18 @@ def test_caddy_max_header_size_below_the_cookie_is_refused(
     cookies = cookies_for(direct, full_session)
     with start_caddy(sidecar.port, "        max_header_size 32kb") as front:
         assert assert_refused_before_the_sidecar(front, http, cookies, sidecar) == refusal
+
+
+def test_caddy_max_response_header_below_the_sidecar_head_is_a_502(
+    sidecar: RunningProxy,
+) -> None:
+    """Caddy's response-header limit (transport http max_response_header) must hold the head."""
+    with (
+        start_caddy(
+            sidecar.port, transport_options="            max_response_header 16KB"
+        ) as front,
+        front.client() as client,
+    ):
+        assert grow_forty_kb(client).status == 502
+        assert client.session_chunks() == {}
+    assert "server response headers exceeded 16000 bytes" in front.log()
