@@ -21,6 +21,8 @@ from typing import Any, Final, get_args
 import pytest
 
 from tests.integration.backend_servers.servers import (
+    HEADER_ROOM,
+    NGINX_DOCUMENTED,
     RunningServer,
     ServerKind,
     start_server,
@@ -32,6 +34,7 @@ from tests.integration.backend_servers.session_probe import (
     get,
     probe,
 )
+from tests.integration.backends import REPO_ROOT
 from tests.integration.log_watch import WATCH
 from tests.integration.sidecar import RunningProxy, base_config
 
@@ -375,3 +378,18 @@ def test_max_session_header_bytes_under_the_fastcgi_cap_replaces_nginx_errors(
     # PHP-FPM's reset (502) or, a few bytes further, nginx's record too big (500).
     assert documented.probe(65_000).status in (500, 502)
     assert_proxy_answers_431(documented.server, 60_000, 65_000)
+
+
+# --- the docs give the settings these tests ran with -------------------------------------------
+
+
+def test_docs_give_the_settings_the_servers_ran_with() -> None:
+    docs = (REPO_ROOT / "docs" / "backends.md").read_text()
+    settings = [
+        f"--limit-request-field_size {HEADER_ROOM}",
+        f"--h11-max-incomplete-event-size {HEADER_ROOM}",
+        f"h11_max_incomplete_size = {HEADER_ROOM}",
+        f"--max-http-header-size={HEADER_ROOM}",
+        *(line.strip() for line in NGINX_DOCUMENTED.strip().splitlines()),
+    ]
+    assert [s for s in settings if s not in docs] == []
