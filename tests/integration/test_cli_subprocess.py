@@ -1,0 +1,103 @@
+"""The installed ``session-sidecar`` command as an operator runs it: pipes, exit codes of serve.
+
+``serve``'s exit 0 after SIGTERM is tested in test_proxy_processes.py
+(test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0); here are the codes
+``serve --help`` gives for a configuration that is bad (2) and a start that fails (1).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+from tests.integration.backends import free_port
+
+pytestmark = pytest.mark.integration
+
+#: The console script pip installed beside this interpreter, not ``python -m proxy``.
+COMMAND: Final = str(Path(sys.executable).with_name("session-sidecar"))
+SECRET: Final = "cli-subprocess-secret-0123456789-abcdefghij"
+TIMEOUT: Final = 30.0
+
+
+def write_config(path: Path, listen_port: int, extra: str = "") -> Path:
+    path.write_text(
+        f"listen: 127.0.0.1:{listen_port}\nsecrets: ['${{SESSION_SECRET}}']\n"
+        "cookie: {secure: false}\nupstreams: [{url: 'http://127.0.0.1:9'}]\n" + extra
+    )
+    return path
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [COMMAND, *args],
+        env={**os.environ, "SESSION_SECRET": SECRET, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def test_encode_piped_into_decode_verifies_the_session(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path / "proxy.yaml", free_port()))
+    env = {**os.environ, "SESSION_SECRET": SECRET}
+    encode = subprocess.Popen(
+        [COMMAND, "encode", "-c", config, '{"user": "alice"}'], env=env, stdout=subprocess.PIPE
+    )
+    decode = subprocess.run(
+        [COMMAND, "decode", "-c", config],
+        env=env,
+        stdin=encode.stdout,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert encode.wait(TIMEOUT) == 0
+    assert decode.returncode == 0, decode.stderr
+    lines = decode.stdout.splitlines()
+    assert (lines[0], lines[-1]) == ("state: valid", '{"user":"alice"}')
+    assert lines[1].startswith("key id: ")
+    assert SECRET not in decode.stdout + decode.stderr
+
+
+def test_serve_with_an_invalid_configuration_exits_2_and_listens_on_nothing(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "proxy.yaml", port, "colour: red\n")
+    done = run("serve", "-c", str(config))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"{config}: 1 configuration error(s):\n  colour: unknown key")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_serve_with_no_configuration_file_where_the_variable_points_exits_2(
+    tmp_path: Path,
+) -> None:
+    absent = tmp_path / "absent.yaml"
+    done = run("serve", env={"SESSION_SIDECAR_CONFIG": str(absent)})
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"{absent}: no configuration file there (from SESSION_SIDECAR_CONFIG). Give the file "
+        "with -c FILE or SESSION_SIDECAR_CONFIG=FILE.\n"
+    )
+
+
+def test_serve_that_cannot_listen_exits_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        config = write_config(tmp_path / "proxy.yaml", taken.getsockname()[1])
+        done = run("serve", "-c", str(config))
+    assert done.returncode == 1
+    assert "cannot listen on 127.0.0.1:" in done.stderr
