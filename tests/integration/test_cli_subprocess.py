@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 import pytest
 
@@ -34,11 +34,13 @@ def write_config(path: Path, listen_port: int, extra: str = "") -> Path:
     return path
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, stdin: IO[bytes] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [COMMAND, *args],
         env={**os.environ, "SESSION_SECRET": SECRET, **(env or {})},
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if stdin is None else stdin,
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -52,15 +54,7 @@ def test_encode_piped_into_decode_verifies_the_session(tmp_path: Path) -> None:
     encode = subprocess.Popen(
         [COMMAND, "encode", "-c", config, '{"user": "alice"}'], env=env, stdout=subprocess.PIPE
     )
-    decode = subprocess.run(
-        [COMMAND, "decode", "-c", config],
-        env=env,
-        stdin=encode.stdout,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    decode = run("decode", "-c", config, stdin=encode.stdout)
     assert encode.wait(TIMEOUT) == 0
     assert decode.returncode == 0, decode.stderr
     lines = decode.stdout.splitlines()
