@@ -252,7 +252,7 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
         if not stopping.is_set():
             # Synchronous: a signal's handler runs only after every worker is in the list.
             children.extend(_spawn_worker(command, env, sock) for _ in range(workers))
-        await _supervise(children, command, env, sock, stopping, state)
+        await _supervise(children, command, env, sock, stopping, state, config_file)
     finally:
         # Whatever ended the supervision, no worker outlives its supervisor.
         for child in children:
@@ -312,18 +312,41 @@ async def _supervise(
     sock: socket.socket,
     stopping: asyncio.Event,
     state: dict[str, Config],
+    config_file: str,
 ) -> None:
-    """Restart workers that die and, on a stop, wait for them to finish."""
+    """Restart workers that die and, on a stop, wait for them to finish.
+
+    A worker reads the configuration file when it starts. If the file no longer validates (a
+    reload was refused, and the file left as it was), a new worker would only fail at once,
+    and again every half second: the slot stays empty instead, with one log line, and gets
+    its worker as soon as the file validates again.
+    """
     loop = asyncio.get_running_loop()
     config = state["config"]
     log.info("supervising %d workers on %s (pid %d)", len(children), config.listen, os.getpid())
+    waiting: set[int] = set()  # slots whose worker exited while the file was invalid
     while not stopping.is_set():
         for i, child in enumerate(children):
             code = child.poll()
-            if code is not None and not stopping.is_set():
+            if code is None or stopping.is_set():
+                continue
+            if i not in waiting:
                 log.error("worker %d exited with %s; restarting it", child.pid, code)
                 metrics.worker_exited(child.pid)  # its memory, CPU and fd series go with it
-                children[i] = _spawn_worker(command, env, sock)
+            try:
+                load_config(config_file)
+            except ConfigError as exc:
+                if i not in waiting:
+                    waiting.add(i)
+                    log.error(
+                        "not restarting it while %s is invalid (%s); it restarts once the "
+                        "file validates",
+                        config_file,
+                        "; ".join(exc.errors),
+                    )
+                continue
+            waiting.discard(i)
+            children[i] = _spawn_worker(command, env, sock)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), 0.5)
     deadline = loop.time() + state["config"].shutdown_timeout + 5

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -213,3 +214,26 @@ def test_a_dead_workers_series_disappear_and_its_successor_appears(proxy: Runnin
     successors = live_pids(proxy)
     wait_for(lambda: all(gauge_pids(scrape(proxy), g) == successors for g in PROCESS_GAUGES))
     assert victim not in gauge_pids(scrape(proxy), PROCESS_GAUGES[0])
+
+
+def test_a_dead_worker_waits_for_a_valid_file_instead_of_failing_again_and_again(
+    proxy: RunningProxy, python_backend: RunningBackend, hanging: ScriptedBackend
+) -> None:
+    config = proxy_config(python_backend, hanging)
+    config["admin_listen"] = admin_url(proxy).removeprefix("http://")
+    good = dict(config)
+    config["cookie"] = {"colour": "blue"}
+    proxy.rewrite_config(config)  # no SIGHUP: the file is simply broken now
+    pids = live_pids(proxy)
+    victim, survivor = sorted(pids)
+    os.kill(int(victim), signal.SIGKILL)
+    notice = "not restarting it while"
+    wait_for(lambda: notice in proxy.output())
+    time.sleep(2)  # four supervision rounds
+    assert proxy.output().count(notice) == 1
+    assert live_pids(proxy) == {survivor}
+    wait_for(lambda: gauge_pids(scrape(proxy), PROCESS_GAUGES[0]) == {survivor})
+    assert call(proxy.url, "/whoami").status == 200  # the survivor serves
+    proxy.rewrite_config(good)
+    wait_for(lambda: len(live_pids(proxy)) == 2, 20)
+    assert victim not in live_pids(proxy)
