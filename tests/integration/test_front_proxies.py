@@ -187,7 +187,7 @@ def grow_read_shrink_and_clear(
     assert grown.status == 200, grown.body[:200]
     issued = chunk_cookies(grown.set_cookies)
     assert sorted(issued) == list(range(chunks))
-    assert all("secure" in c.attributes and "httponly" in c.attributes for c in issued.values())
+    assert_secure_and_http_only(grown)
     assert sorted(client.session_chunks()) == list(range(chunks))
 
     seen = client.whoami()
@@ -202,7 +202,7 @@ def grow_read_shrink_and_clear(
     stale = chunk_cookies(shrunk.set_cookies)
     assert stale[0].value and not stale[0].expired
     assert sorted(i for i, c in stale.items() if c.expired) == list(range(1, chunks))
-    assert all("secure" in c.attributes for c in stale.values())
+    assert_secure_and_http_only(shrunk)
     assert list(client.session_chunks()) == [0]
     seen = client.whoami()
     assert (seen["session"], seen["status"]) == ({"user": "ada-shrunk"}, "valid")
@@ -210,9 +210,16 @@ def grow_read_shrink_and_clear(
     cleared = client.post("/session/clear")
     [expired] = chunk_cookies(cleared.set_cookies).values()
     assert expired.expired
+    assert_secure_and_http_only(cleared)
     assert client.session_chunks() == {}
     seen = client.whoami()
     assert (seen["session_raw"], seen["status"]) == ("{}", "absent")
+
+
+def assert_secure_and_http_only(reply: Reply) -> None:
+    """``cookie.secure: true`` behind a TLS front: every chunk cookie, expired ones too."""
+    for cookie in reply.set_cookies:
+        assert "secure" in cookie.attributes and "httponly" in cookie.attributes, cookie.name
 
 
 def grow_forty_kb(client: CurlClient) -> Reply:
@@ -339,10 +346,14 @@ def test_nginx_default_proxy_buffer_size_holds_a_response_head_of_one_page(
     """The default breaks once the sidecar's head passes 4096 bytes, inside the first chunk."""
 
     size = largest(sets_sessions_through(nginx_default), 1_000, 8_000)
-    assert head_size(direct, session_of(size)) < NGINX_DEFAULT_PROXY_BUFFER
-    assert head_size(direct, session_of(size + 1)) >= NGINX_DEFAULT_PROXY_BUFFER
+    head = head_size(direct, session_of(size))
+    larger = head_size(direct, session_of(size + 1))
+    assert head < NGINX_DEFAULT_PROXY_BUFFER <= larger
     assert list(direct.session_chunks()) == [0]  # one chunk, not yet full
-    print(f"nginx default proxy_buffer_size: a {size}-byte session passes, {size + 1} does not")
+    print(
+        f"nginx default proxy_buffer_size: a {size}-byte session ({head}-byte head) passes, "
+        f"{size + 1} ({larger}) does not"
+    )
 
 
 @pytest.mark.parametrize("size", ["40kb", "full"])
@@ -376,6 +387,19 @@ def test_nginx_refuses_a_larger_proxy_buffer_size_alone() -> None:
     accepted, output = check_nginx_config(NGINX_SETTINGS)
     assert accepted, output
     assert "[warn]" not in output
+
+
+def test_nginx_takes_what_ingress_nginx_renders_and_carries_a_full_session(
+    sidecar: RunningProxy, full_session: Session
+) -> None:
+    """ingress-nginx writes proxy_buffers as <proxy-buffers-number> <proxy-buffer-size> and
+    leaves proxy_busy_buffers_size to nginx; with its ConfigMap's large-client-header-buffers."""
+    rendered = "proxy_buffer_size 64k;\nproxy_buffers 4 64k;\nlarge_client_header_buffers 4 64k;"
+    accepted, output = check_nginx_config(rendered)
+    assert accepted, output
+    with start_nginx(sidecar.port, rendered) as front, front.client() as client:
+        assert client.post("/session", json=full_session).status == 200
+        assert client.whoami()["session"] == full_session
 
 
 @pytest.mark.parametrize(("http", "refusal"), [("1.1", "400"), ("2", NO_RESPONSE)])
@@ -503,12 +527,15 @@ def test_haproxy_default_bufsize_holds_a_response_head_of_about_15_kb(
     size = largest(sets_sessions_through(haproxy_default), 8_000, 20_000)
     head = head_size(direct, session_of(size))
     assert HAPROXY_DEFAULT_HEAD_ROOM - 512 < head <= HAPROXY_DEFAULT_HEAD_ROOM
-    assert head_size(direct, session_of(size + 1)) > head
-    print(f"HAProxy default tune.bufsize: a {head}-byte response head passes, one more does not")
+    larger = head_size(direct, session_of(size + 1))
+    assert larger > head
+    print(f"HAProxy default tune.bufsize: a {head}-byte response head passes, {larger} fails")
 
 
 @pytest.mark.parametrize(
-    ("http", "refusals"), [("1.1", {"400", NO_RESPONSE}), ("2", {NO_RESPONSE})]
+    ("http", "refusals"),
+    [("1.1", {"400", NO_RESPONSE}), ("2", {NO_RESPONSE})],
+    ids=["1.1", "2"],
 )
 def test_haproxy_default_bufsize_refuses_a_40_kb_cookie(
     http: HTTPVersion,
