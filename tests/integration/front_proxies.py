@@ -308,7 +308,6 @@ class CurlClient(CookieClient):
         #: Per exchange: the HTTP version negotiated and the size of the response head.
         self.http_versions: list[str] = []
         self.head_sizes: list[int] = []
-        self._dir = Path(tempfile.mkdtemp(prefix="curl-client-"))
 
     async def _request(
         self,
@@ -325,10 +324,20 @@ class CurlClient(CookieClient):
         if json_body is not None:
             body = compact(json_body).encode()
             all_headers.setdefault("Content-Type", "application/json")
-        header_file = self._dir / "request-headers"
-        header_file.write_text("".join(f"{name}: {value}\n" for name, value in all_headers.items()))
-        response_head = self._dir / "response-head"
-        response_body = self._dir / "response-body"
+        # Headers (cookies included) and the answer live only as long as the exchange.
+        with tempfile.TemporaryDirectory(prefix="curl-exchange-") as exchange_dir:
+            reply = await self._curl(method, path, all_headers, body, Path(exchange_dir))
+        self.take(reply.set_cookies)
+        return reply
+
+    async def _curl(
+        self, method: str, path: str, headers: CIMultiDict[str], body: bytes | None, files: Path
+    ) -> Reply:
+        """One exchange by one curl process; its request and response files go in ``files``."""
+        header_file, response_head, response_body = (
+            files / name for name in ("request-headers", "response-head", "response-body")
+        )
+        header_file.write_text("".join(f"{name}: {value}\n" for name, value in headers.items()))
         command = [
             require_tool("curl"),
             "--silent",
@@ -336,22 +345,12 @@ class CurlClient(CookieClient):
             "--http2" if self.http == "2" else "--http1.1",
             *(["--cacert", str(self.cacert)] if self.cacert else []),
             *(["--interface", self.source] if self.source else []),
-            "--max-time",
-            str(REQUEST_TIMEOUT),
-            "--request",
-            method,
-            "--header",
-            f"@{header_file}",
-            "--dump-header",
-            str(response_head),
-            "--output",
-            str(response_body),
-            "--write-out",
-            "%{http_version} %{size_header}",
+            *("--max-time", str(REQUEST_TIMEOUT), "--request", method),
+            *("--header", f"@{header_file}", "--dump-header", str(response_head)),
+            *("--output", str(response_body), "--write-out", "%{http_version} %{size_header}"),
+            *(["--data-binary", "@-"] if body is not None else []),
             self.base_url + path,
         ]
-        if body is not None:
-            command += ["--data-binary", "@-"]
         process = await asyncio.create_subprocess_exec(
             *command,
             stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
@@ -365,13 +364,7 @@ class CurlClient(CookieClient):
         self.http_versions.append(version)
         self.head_sizes.append(int(head_size))
         status, response_headers = parse_response_head(response_head.read_text("latin-1"))
-        reply = Reply(status, response_headers, response_body.read_bytes())
-        self.take(reply.set_cookies)
-        return reply
-
-    def close(self) -> None:
-        super().close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        return Reply(status, response_headers, response_body.read_bytes())
 
 
 def parse_response_head(text: str) -> tuple[int, CIMultiDictProxy[str]]:
