@@ -2,9 +2,10 @@
 # A private Docker engine for this project's tests and demo: Debian's dockerd (docker.io) with
 # its own data root, exec root, socket and daemon config, so it never touches (or is touched by)
 # a Docker the machine may already run, and with no bridge networking at all: no docker0, no
-# iptables rules, no forwarding. Containers can only use the host's network (bound to
-# 127.0.0.1 by the tests) or share one another's namespace; `docker network create` of a bridge
-# fails on this engine, which is what keeps test traffic on loopback.
+# iptables rules, no forwarding. Containers are meant to use the host's network bound to
+# 127.0.0.1, or to share one another's namespace, as tests/integration/docker-compose.loopback.yml
+# has them do; nothing here stops a user-defined network, so test_docker_engine.py asserts that
+# `docker network ls` never lists more than Docker's own "host" and "none".
 #
 #   scripts/docker-engine.sh start    start it unless it already answers (idempotent)
 #   scripts/docker-engine.sh stop     stop it (its containers stop with it); no-op if not running
