@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -56,19 +57,25 @@ def require_tool(path_or_name: str, debian_package: str) -> str:
 def run(
     argv: list[str], env: dict[str, str], timeout: float = COMMAND_TIMEOUT, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    try:
-        result = subprocess.run(
-            argv,
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        fail(f"`{' '.join(argv)}` did not finish within {timeout:.0f} s")
+    """``argv`` in a session of its own, so a timeout ends the whole tree (a build script's
+    debootstrap or docker client too), not just the script."""
+    with subprocess.Popen(
+        argv,
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            fail(f"`{' '.join(argv)}` did not finish within {timeout:.0f} s")
+    result = subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         output = (result.stdout + result.stderr)[-6000:]
         fail(f"`{' '.join(argv)}` exited {result.returncode}:\n{output}")
