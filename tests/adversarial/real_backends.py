@@ -210,6 +210,7 @@ def _command(kind: RealKind, port: int) -> list[str]:
             f"127.0.0.1:{port}",
             "--log-level",
             "info",
+            "--no-control-socket",  # gunicorn 27: else one socket under ~/.gunicorn for all
             "tests.adversarial.real_backends:wsgi_app",
         ]
     if kind == "uvicorn":

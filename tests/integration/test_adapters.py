@@ -104,7 +104,9 @@ def app_command(adapter: str, port: int, workdir: Path) -> tuple[list[str], dict
     if adapter == "flask":
         flask_dir = str(ADAPTERS_DIR / "flask")
         command = [sys.executable, "-m", "gunicorn", "--chdir", flask_dir, "--pythonpath"]
-        command += [flask_dir, "-b", f"127.0.0.1:{port}", "--threads", "4", "example_app:app"]
+        command += [flask_dir, "-b", f"127.0.0.1:{port}", "--threads", "4"]
+        # gunicorn 27 opens a control socket under ~/.gunicorn, shared by every instance.
+        command += ["--no-control-socket", "example_app:app"]
         return command, {}
     if adapter == "express":
         node = shutil.which("node")
