@@ -30,9 +30,9 @@ from typing import Final, Literal
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from tests.integration.backends import free_port
+from tests.integration.certificates import make_certificate
 from tests.integration.processes import ManagedProcess
 from tests.integration.proxy_client import CookieClient, Reply, compact
-from tests.integration.test_proxy_tls_upstream import make_certificate
 
 FrontKind = Literal["nginx", "haproxy", "caddy"]
 #: What curl offers: "2" (HTTP/2 through ALPN, HTTP/1.1 if refused) or "1.1" only.

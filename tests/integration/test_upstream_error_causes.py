@@ -31,11 +31,11 @@ from tests.integration.admin_scrape import (
     wait_for,
 )
 from tests.integration.backends import RunningBackend, free_port
+from tests.integration.certificates import make_certificate
 from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import CookieClient, RawConnection
 from tests.integration.scripted_backend import HANG_PATH, ScriptedBackend
 from tests.integration.sidecar import RunningProxy, base_config
-from tests.integration.test_proxy_tls_upstream import make_certificate
 
 pytestmark = pytest.mark.integration
 
