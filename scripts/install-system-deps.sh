@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian tools that the integration tests and benchmarks drive: Node.js (backend),
 # Go (backend), nginx + wrk (benchmark reference), Chromium (browser test), docker-compose v1
-# (compose validation), buildah + debootstrap (base images from a Debian rootfs), iproute2
+# (compose validation), debootstrap (base images from a Debian rootfs), iproute2
 # (network namespaces), docker.io (a real engine), haproxy + caddy (front proxies),
 # php-fpm + puma (backend servers).
 # Idempotent; does nothing when all are present.
@@ -14,7 +14,6 @@ command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
-command -v buildah >/dev/null 2>&1 || need+=(buildah)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)

@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from proxy.config import load_config
-from tests.integration.backends import BACKEND_KINDS, BACKENDS_DIR, BackendKind, build_go_backend
+from tests.integration.backends import BACKEND_KINDS, BACKENDS_DIR, BackendKind
 
 pytestmark = pytest.mark.integration
 
@@ -669,18 +669,3 @@ def test_env_file_is_ignored_by_git() -> None:
         [git, "check-ignore", "--quiet", ".env"], cwd=REPO, timeout=30, check=False
     )
     assert result.returncode == 0, ".env (the real secret) is not in .gitignore"
-
-
-# --- for test_compose_topology.py: each backend's image command, on this machine ----------
-
-
-def backend_argv(kind: BackendKind) -> list[str]:
-    """The image's ENTRYPOINT + CMD, with this machine's interpreter or the Go binary."""
-    runtime = read_dockerfile(BACKENDS_DIR / kind / "Dockerfile")[-1]
-    argv = [*runtime.args("ENTRYPOINT"), *runtime.args("CMD")]
-    argv = [arg for args in argv for arg in exec_form(args)]
-    if kind == "python":
-        return [sys.executable, *argv[1:]]
-    if kind == "node":
-        return [require_tool("node", "nodejs"), *argv[1:]]
-    return [str(build_go_backend()), *argv[1:]]
