@@ -11,14 +11,13 @@ This is an asyncio protocol on aiohttp's C parsers (llhttp) and its flow-control
 rather than aiohttp's web server: the proxy's work per request then costs about what the
 parsing does, not three times that (see docs/benchmarks.md). A WebSocket upgrade is relayed as
 bytes once the upstream answers ``101``, so every frame type and close code passes unchanged.
-The session codec and header rules live in their own modules; this one moves bytes and picks
-status codes.
+The heads themselves (header hygiene, the session in and out, per-hop framing) are built in
+proxy_heads.py; this module moves bytes, keeps requests in order and picks status codes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -30,17 +29,15 @@ from aiohttp.client_exceptions import ClientPayloadError
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage, RawResponseMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
-from multidict import CIMultiDict
 
-from proxy.http_headers import ForwardingInfo, HeaderPolicy, ResponseHeaders
 from proxy.proxy_exchange import Exchange
+from proxy.proxy_heads import Refusal, json_head, request_head, response_head, tunnel_head
 from proxy.proxy_state import ProxyState
 from proxy.request_record import Observer, RequestRecord, forwarded_client
 from proxy.routing import normalize_path
-from proxy.session_exchange import Inbound, Outbound
 from proxy.upstream_connection import UpstreamConnection, UpstreamPool
 from proxy.upstream_errors import RESPONSES, connect_failure, describe
-from proxy.websocket_tunnel import Handshake, accepts, classify_request
+from proxy.websocket_tunnel import accepts
 
 log = logging.getLogger("session_sidecar.proxy")
 
@@ -53,8 +50,6 @@ MAX_PIPELINED = 16
 _READ_LIMIT = 2**16
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
-#: RFC 6455 section 4.4: a server that does not speak the client's version names its own.
-_WS_VERSION = (("Sec-WebSocket-Version", "13"),)
 
 
 class ProxyServer:
@@ -251,7 +246,7 @@ class ProxyConnection(BaseProtocol):
             status, error = self._parse_error
             self._parse_error = None
             request_id = os.urandom(16).hex()
-            self._write(_json_head(status, {"error": error}, request_id, keep_alive=False))
+            self._write(json_head(status, {"error": error}, request_id, keep_alive=False))
             # Logged and counted like any request; nothing of it was readable but its fate.
             record = RequestRecord(request_id, self._peer, "-", "-", status, started=time.time())
             self._report_record(record)
@@ -332,46 +327,10 @@ class ProxyConnection(BaseProtocol):
         if limit and upstream.forward_session and len(inbound.payload) > limit:
             self._session_too_large(ex, len(inbound.payload), limit)
             return
-        headers = policy.upstream_request_headers(
-            headers_in, ForwardingInfo(self._peer, "http", host)
-        )
-        headers["Host"] = host
-        if inbound.cookies.others:
-            headers["Cookie"] = inbound.cookies.others
-        if upstream.forward_session:
-            headers[policy.session_header] = inbound.payload
-            headers[policy.status_header] = inbound.state.value
-            if inbound.migrated:
-                headers[policy.migrated_header] = inbound.migrated
-        headers["X-Request-Id"] = record.request_id
-        if message.upgrade:  # llhttp: an Upgrade header that Connection names
-            handshake = classify_request(message.method, message.version, headers_in)
-            if handshake is Handshake.WEBSOCKET and ex.has_body:
-                handshake = Handshake.BAD_KEY  # section 4.1: the handshake is a bodiless GET
-            if handshake is Handshake.BAD_KEY:
-                ex.keep_alive = False
-                self._reply(ex, 400, {"error": "bad_websocket_handshake"})
-                return
-            if handshake is Handshake.BAD_VERSION:
-                ex.keep_alive = False
-                self._reply(ex, 426, {"error": "websocket_version"}, _WS_VERSION)
-                return
-            if handshake is Handshake.WEBSOCKET:
-                # Upgrade and Connection are hop-by-hop; this hop asks for the upgrade again.
-                headers["Connection"] = "Upgrade"
-                headers["Upgrade"] = headers_in["Upgrade"]
-                ex.websocket_key = headers_in["Sec-WebSocket-Key"].strip()
-                record.websocket = True
-            # Any upgrade: once the upstream answers, this connection is not reused, so no
-            # bytes sent after the head can ever be read as a request of their own.
-            ex.keep_alive = False
-        if ex.has_body:
-            ex.expect_continue = headers_in.get("Expect", "").lower() == "100-continue"
-            if "Content-Length" not in headers:
-                # The client's framing was hop-by-hop; frame the body again for this hop.
-                headers["Transfer-Encoding"] = "chunked"
-                ex.chunked = True
-        ex.head = _encode_head(f"{message.method} {route.target} HTTP/1.1", headers.items())
+        refusal = request_head(ex, message, route, host, self._peer)
+        if refusal is not None:
+            self._reply(ex, refusal.status, refusal.body, refusal.extra)
+            return
         key = UpstreamPool.key(upstream)
         conn = None if ex.websocket else server.pool.take_idle(key)
         if conn is not None:
@@ -485,45 +444,12 @@ class ProxyConnection(BaseProtocol):
                 ex.keep_alive = False
                 self._fail(ex, "bad_response", "a 101 that is no answer to this handshake")
             return
-        state = ex.state
         record = ex.record
-        split = state.headers.client_response_headers(
-            message.headers.items(), ",".join(message.headers.getall("Connection", ()))
-        )
-        headers = split.headers
-        set_values, patch_values = self._session_values(ex, split)
-        outbound = state.exchange.outbound(_inbound(ex), set_values, time.time(), patch_values)
-        _record_outbound(record, outbound)
-        if outbound.error_body is not None:
-            log.warning(
-                "upstream %s: refused its session header: %s (request %s)",
-                record.upstream,
-                outbound.detail,
-                record.request_id,
-            )
-            self._release(ex, clean=False)
-            self._reply(ex, outbound.error_status, outbound.error_body)
+        head = response_head(ex, message)
+        if isinstance(head, Refusal):
+            self._reply(ex, head.status, head.body)
             return
-        _add_cookies(headers, outbound)
-        if "X-Request-Id" not in headers:
-            headers["X-Request-Id"] = record.request_id
         bodyless = ex.message.method == "HEAD" or message.code in (204, 304)
-        if not bodyless and "Content-Length" not in headers:
-            # Framing is per hop (RFC 9112 section 6), decided on the headers this hop sends:
-            # a chunked, close-delimited or otherwise unframed upstream body is chunked again
-            # for an HTTP/1.1 client and close-delimited for HTTP/1.0 (sections 6.3 and 7).
-            if ex.message.version >= (1, 1):
-                headers["Transfer-Encoding"] = "chunked"
-                ex.response_chunked = True
-            else:
-                ex.keep_alive = False
-        if ex.websocket or ex.body_unread:
-            # An answer before the whole request body arrived: the upload stops here, and the
-            # rest of the body cannot be told from a next request, so this connection ends.
-            ex.keep_alive = False
-        if not ex.keep_alive:
-            headers["Connection"] = "close"
-        head = _encode_head(f"HTTP/1.1 {message.code} {message.reason}", headers.items())
         record.status = message.code
         ex.responded = True
         if bodyless or payload.is_eof():
@@ -609,40 +535,14 @@ class ProxyConnection(BaseProtocol):
         body = {"error": "session_too_large_for_upstream", "bytes": size, "limit": limit}
         self._reply(ex, 431, body)
 
-    @staticmethod
-    def _session_values(ex: Exchange, split: ResponseHeaders) -> tuple[list[str], list[str]]:
-        """The set- and patch-header values this upstream may send: none unless it receives
-        the session (``forward_session``); then they are dropped like any owned header."""
-        upstream = ex.upstream
-        if upstream is None or upstream.forward_session:
-            return split.set_values, split.patch_values
-        if split.set_values or split.patch_values:
-            log.warning(
-                "upstream %s: dropped its session header: forward_session is off (request %s)",
-                ex.record.upstream,
-                ex.record.request_id,
-            )
-        return [], []
-
     # --- WebSocket relay ------------------------------------------------------------------
 
     def _open_tunnel(self, ex: Exchange, message: RawResponseMessage) -> None:
-        split = ex.state.headers.client_response_headers(message.headers.items(), None)
-        headers = split.headers
-        set_values, patch_values = self._session_values(ex, split)
-        outbound = ex.state.exchange.outbound(_inbound(ex), set_values, time.time(), patch_values)
-        _record_outbound(ex.record, outbound)
-        if outbound.error_body is not None:
-            self._release(ex, clean=False)
-            ex.keep_alive = False
-            self._reply(ex, outbound.error_status, outbound.error_body)
+        head = tunnel_head(ex, message)
+        if isinstance(head, Refusal):
+            self._reply(ex, head.status, head.body)
             return
-        _add_cookies(headers, outbound)
-        headers["Upgrade"] = message.headers["Upgrade"]  # checked by accepts()
-        headers["Connection"] = "Upgrade"
-        if "X-Request-Id" not in headers:
-            headers["X-Request-Id"] = ex.record.request_id
-        self._write(_encode_head(f"HTTP/1.1 101 {message.reason}", headers.items()))
+        self._write(head)
         ex.record.status = 101
         ex.responded = True
         conn = ex.conn
@@ -720,7 +620,7 @@ class ProxyConnection(BaseProtocol):
         self._release(ex, clean=False)
         ex.record.status = status
         ex.responded = True
-        self._write(_json_head(status, body, ex.record.request_id, ex.keep_alive, extra))
+        self._write(json_head(status, body, ex.record.request_id, ex.keep_alive, extra))
         self._finish(ex)
 
     def _finish(self, ex: Exchange) -> None:
@@ -755,25 +655,6 @@ class ProxyConnection(BaseProtocol):
             log.exception("request observer failed")
 
 
-def _inbound(ex: Exchange) -> Inbound:
-    assert ex.inbound is not None
-    return ex.inbound
-
-
-def _add_cookies(headers: CIMultiDict[str], outbound: Outbound) -> None:
-    if outbound.set_cookies:
-        for cookie in outbound.set_cookies:
-            headers.add("Set-Cookie", cookie)
-        HeaderPolicy.mark_uncacheable(headers)
-
-
-def _record_outbound(record: RequestRecord, outbound: Outbound) -> None:
-    record.session_change = outbound.change.value
-    if outbound.chunks:
-        record.session_bytes_out = outbound.size
-        record.session_chunks_out = outbound.chunks
-
-
 def _frame(data: bytes, chunked: bool) -> bytes:
     # RFC 9112 section 7.1: chunk-size in hex, CRLF, data, CRLF. Empty data is no chunk at all
     # (a zero-size chunk would end the body).
@@ -788,43 +669,3 @@ def _joined(values: Iterable[str]) -> str | None:
     if not values:
         return None
     return values[0] if len(values) == 1 else "; ".join(values)
-
-
-def _encode_head(first_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
-    """A request or status line and its header section, ready for the wire (RFC 9112).
-
-    Values come from aiohttp's parser or from the proxy itself, so they hold no CR or LF;
-    ``surrogateescape`` gives back any non-UTF-8 bytes a peer sent, unchanged.
-    """
-    lines = [f"{name}: {value}\r\n" for name, value in headers]
-    return f"{first_line}\r\n{''.join(lines)}\r\n".encode("utf-8", "surrogateescape")
-
-
-def _json_head(
-    status: int,
-    body: Mapping[str, object],
-    request_id: str,
-    keep_alive: bool,
-    extra: Iterable[tuple[str, str]] = (),
-) -> bytes:
-    data = json.dumps(body, separators=(",", ":")).encode()
-    headers = [
-        ("Content-Type", "application/json"),
-        ("Content-Length", str(len(data))),
-        ("X-Request-Id", request_id),
-        *extra,
-    ]
-    if not keep_alive:
-        headers.append(("Connection", "close"))
-    return _encode_head(f"HTTP/1.1 {status} {_REASONS.get(status, '')}", headers) + data
-
-
-_REASONS = {
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    426: "Upgrade Required",
-    431: "Request Header Fields Too Large",
-    502: "Bad Gateway",
-    504: "Gateway Timeout",
-}
