@@ -62,7 +62,7 @@ def test_make_run_serves_from_an_environment_with_only_the_runtime_dependencies(
             make = subprocess.Popen(
                 ["make", "--no-print-directory", "run", f"RUN_VENV={RUN_VENV}", f"CONFIG={config}"],
                 cwd=REPO_ROOT,
-                env={**os.environ, "SESSION_SECRET": SECRET},
+                env=_environment_outside_make(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -87,6 +87,16 @@ def test_make_run_serves_from_an_environment_with_only_the_runtime_dependencies(
     assert set(installed) - VENV_BOOTSTRAP == _runtime_closure(installed)
     assert not TEST_TOOLS & set(installed)
     assert _tree_bytes(RUN_VENV) < MAX_RUN_VENV_BYTES
+
+
+def _environment_outside_make() -> dict[str, str]:
+    """This environment, minus what an enclosing ``make test`` exports to its children: its
+    flags (a jobserver's descriptors, command-line variables) are not this make's."""
+    env = {k: v for k, v in os.environ.items() if k not in _MAKE_VARIABLES}
+    return {**env, "SESSION_SECRET": SECRET}
+
+
+_MAKE_VARIABLES: Final = frozenset({"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"})
 
 
 def _wait_for_healthz(make: subprocess.Popen[bytes], admin_port: int, log_path: Path) -> None:
