@@ -1,15 +1,15 @@
 # session-sidecar image: a wheel built in one stage, installed into a clean runtime in another.
 #
-#   docker build -t session-sidecar .
-#   docker run --rm -p 8080:8080 -e SESSION_SECRET="$(docker run --rm session-sidecar keygen)" \
-#     -v "$PWD/my-proxy.yaml:/etc/session-sidecar/proxy.yaml:ro" session-sidecar
+#   docker build -t session-sidecar:dev .
+#   docker run --rm -p 8080:8080 -e SESSION_SECRET="$(docker run --rm session-sidecar:dev keygen)" \
+#     -v "$PWD/my-proxy.yaml:/etc/session-sidecar/proxy.yaml:ro" session-sidecar:dev
 #
 # (a config whose listen is 0.0.0.0:8080 and admin_listen 0.0.0.0:9901, as config/compose.yaml)
 #
 # Needs BuildKit (the default from Docker 23; DOCKER_BUILDKIT=1 on 20.10) for the secret mount.
 # Behind a TLS-inspecting egress, give pip the CA bundle that trusts it; it is mounted for the one
 # RUN step and is never in a layer:
-#   docker build --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt -t session-sidecar .
+#   docker build --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt -t session-sidecar:dev .
 #
 # The base is pinned by tag only. Pin it by digest too (python:3.11-slim-bookworm@sha256:...)
 # where a registry is reachable: this repo is built and tested without one, so no digest could
