@@ -5,12 +5,16 @@ It holds sizes, states and names only: never a cookie value, a secret or session
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
 #: The longest client address the access log takes from X-Forwarded-For.
 _MAX_CLIENT_CHARS: Final = 64
+#: RFC 7239 section 6.3: obfnode = "_" 1*( ALPHA / DIGIT / "." / "_" / "-")
+_OBFUSCATED_NODE: Final = re.compile(r"_[A-Za-z0-9._-]+")
 
 
 @dataclass(slots=True)
@@ -65,9 +69,22 @@ def forwarded_client(
     hops = [_without_port(hop) for hop in hops if hop]
     for hop in reversed(hops):
         if not is_trusted(hop):
-            return hop[:_MAX_CLIENT_CHARS]
+            return _loggable_node(hop)
     # Every hop is a trusted proxy: the left-most is the closest anyone came to the client.
-    return hops[0][:_MAX_CLIENT_CHARS] if hops else peer
+    return _loggable_node(hops[0]) if hops else peer
+
+
+def _loggable_node(hop: str) -> str:
+    """An address, or one of RFC 7239 section 6's other node names (``unknown``, an obfuscated
+    ``_name``); anything else is logged as ``unknown``. The text access log writes the client
+    unquoted, so a hop like ``1.2.3.4 status=200`` must not become fields of its own."""
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        pass
+    if hop == "unknown" or _OBFUSCATED_NODE.fullmatch(hop):
+        return hop[:_MAX_CLIENT_CHARS]
+    return "unknown"
 
 
 def _without_port(hop: str) -> str:

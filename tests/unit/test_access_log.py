@@ -337,4 +337,21 @@ def test_forwarded_client_is_the_right_most_untrusted_address(
 
 
 def test_a_forwarded_client_is_cut_to_64_characters() -> None:
-    assert len(forwarded_client("127.0.0.1", ["x" * 500], trusted)) == 64
+    assert len(forwarded_client("127.0.0.1", ["_" + "x" * 500], trusted)) == 64
+
+
+@pytest.mark.parametrize(
+    "hop",
+    ["1.2.3.4 status=200 session=valid", '"quoted"', "x" * 500, "evil.example", "_a b", "%00"],
+)
+def test_a_forwarded_hop_that_is_no_node_name_is_logged_as_unknown(hop: str) -> None:
+    # The text access log writes the client unquoted: no hop may add fields of its own.
+    assert forwarded_client("127.0.0.1", [hop], trusted) == "unknown"
+
+
+def test_a_forwarded_obfuscated_node_is_kept() -> None:
+    assert forwarded_client("127.0.0.1", ["_hidden-7, 10.0.0.5"], trusted) == "_hidden-7"
+
+
+def test_a_forwarded_ipv6_address_is_logged_in_its_short_form() -> None:
+    assert forwarded_client("127.0.0.1", ["2001:DB8:0::7"], trusted) == "2001:db8::7"
