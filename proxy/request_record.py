@@ -78,10 +78,11 @@ def _loggable_node(hop: str) -> str:
     """An address, or one of RFC 7239 section 6's other node names (``unknown``, an obfuscated
     ``_name``); anything else is logged as ``unknown``. The text access log writes the client
     unquoted, so a hop like ``1.2.3.4 status=200`` must not become fields of its own."""
-    try:
-        return str(ipaddress.ip_address(hop))
-    except ValueError:
-        pass
+    if "%" not in hop:  # a scoped IPv6 address ("fe80::1%zone") carries any text after "%"
+        try:
+            return str(ipaddress.ip_address(hop))
+        except ValueError:
+            pass
     if hop == "unknown" or _OBFUSCATED_NODE.fullmatch(hop):
         return hop[:_MAX_CLIENT_CHARS]
     return "unknown"

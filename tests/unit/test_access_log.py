@@ -342,7 +342,16 @@ def test_a_forwarded_client_is_cut_to_64_characters() -> None:
 
 @pytest.mark.parametrize(
     "hop",
-    ["1.2.3.4 status=200 session=valid", '"quoted"', "x" * 500, "evil.example", "_a b", "%00"],
+    [
+        "1.2.3.4 status=200 session=valid",
+        '"quoted"',
+        "x" * 500,
+        "evil.example",
+        "_a b",
+        "%00",
+        'fe80::1%x status=500 upstream="admin" id="forged"',  # a scope may hold any text
+        "::1%" + "A" * 60_000,
+    ],
 )
 def test_a_forwarded_hop_that_is_no_node_name_is_logged_as_unknown(hop: str) -> None:
     # The text access log writes the client unquoted: no hop may add fields of its own.
