@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -105,6 +106,12 @@ def _parse_upstream(raw: Any, path: str, errors: list[str]) -> Upstream | None:
     elif parts.query or parts.fragment or parts.username:
         s.error("url", f"expected a URL without query, fragment or credentials, got {show(url)}")
         parts = None
+    elif not _resolvable(parts.hostname or ""):
+        # The resolver would raise UnicodeError (not an OSError) on every request.
+        s.error(
+            "url", f"host is no DNS name (empty label, or one over 63 characters) in {show(url)}"
+        )
+        parts = None
     port: int | None = None
     if parts is not None:
         try:
@@ -148,3 +155,17 @@ def _parse_upstream(raw: Any, path: str, errors: list[str]) -> Upstream | None:
         forward_session=forward_session,
         max_session_header_bytes=max_session,
     )
+
+
+def _resolvable(host: str) -> bool:
+    """An IP literal, or a name the IDNA codec (RFC 5890: labels of 1 to 63 octets) encodes."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True

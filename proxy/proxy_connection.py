@@ -350,6 +350,9 @@ class ProxyConnection(BaseProtocol):
         except OSError as exc:
             self._fail(ex, connect_failure(exc), describe(exc))
             return
+        except UnicodeError:  # the IDNA codec refused the name before any lookup
+            self._fail(ex, "dns", "the host name is not valid IDNA")
+            return
         if ex.done or ex is not self._current:
             conn.close()
             return

@@ -149,11 +149,34 @@ def test_upstream_url_must_be_http_or_https() -> None:
     assert errors == ["upstreams[1].url: expected http:// or https:// URL, got 'ftp://x'"]
 
 
-@pytest.mark.parametrize("url", ["http://[::1", "http://", "127.0.0.1:8001", "http://a:99999"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1",
+        "http://",
+        "127.0.0.1:8001",
+        "http://a:99999",
+        f"http://{'a' * 64}.example",  # a DNS label is 1 to 63 octets (RFC 1035 section 2.3.4)
+        "http://a..example",
+    ],
+)
 def test_malformed_upstream_url_is_a_config_error(url: str) -> None:
     errors = errors_of(with_upstreams(f"{{url: '{url}'}}"))
     assert len(errors) == 1
     assert errors[0].startswith("upstreams[0].url: ")
+
+
+def test_upstream_host_names_and_literals_that_resolve_are_accepted() -> None:
+    urls = [
+        "http://a.example",
+        f"http://{'a' * 63}.example",
+        "http://[::1]:8001",
+        "http://xn--bcher-kva.example",
+    ]
+    items = (f"{{url: '{u}', path_prefix: /p{i}}}" for i, u in enumerate(urls))
+    config = parse(with_upstreams(*items))
+    hosts = ["a.example", f"{'a' * 63}.example", "::1", "xn--bcher-kva.example"]
+    assert [up.host for up in config.upstreams] == hosts
 
 
 def test_upstream_url_with_credentials_is_rejected() -> None:
