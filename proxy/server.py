@@ -248,11 +248,12 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
     # Then the admin port: if it cannot be bound the process exits with no worker started.
     admin = await start_admin(lambda: state["config"])
     command = [sys.executable, "-m", "proxy", "serve", "-c", config_file]
+    waiting: set[int] = set()
     try:
         if not stopping.is_set():
             # Synchronous: a signal's handler runs only after every worker is in the list.
             children.extend(_spawn_worker(command, env, sock) for _ in range(workers))
-        await _supervise(children, command, env, sock, stopping, state, config_file)
+        waiting = await _supervise(children, command, env, sock, stopping, state, config_file)
     finally:
         # Whatever ended the supervision, no worker outlives its supervisor.
         for child in children:
@@ -266,7 +267,9 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
     sock.close()
     if owned_dir is not None:
         owned_dir.cleanup()
-    return 0 if all(code == 0 for code in codes) else 1
+    # A slot left empty while the file was invalid holds a worker that died before the stop;
+    # it was reported then, and does not make this graceful stop a failure.
+    return 0 if all(code == 0 for i, code in enumerate(codes) if i not in waiting) else 1
 
 
 def _handle_supervisor_signals(
@@ -276,33 +279,42 @@ def _handle_supervisor_signals(
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
-    def forward(sig: signal.Signals) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(sig)
-
     def reload() -> None:
         try:
-            state["config"] = load_config(config_file)
+            config = load_config(config_file)
         except ConfigError as exc:
             log.error(
                 "reload refused, keeping the running configuration: %s", "; ".join(exc.errors)
             )
             metrics.count_reload("refused")
             return
-        # Counted here, where /metrics is served: a worker refusing what this process took
-        # (the file changed again in between) is only logged, by that worker.
-        metrics.count_reload("ok", _key_ids(codec_from_config(state["config"])))
-        forward(signal.SIGHUP)
+        _reload_workers(children, state, config)
 
     def stop() -> None:
         stopping.set()
-        forward(signal.SIGTERM)
+        _forward(children, signal.SIGTERM)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     loop.add_signal_handler(signal.SIGHUP, reload)
     return stopping
+
+
+def _forward(children: list[subprocess.Popen[Any]], sig: signal.Signals) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(sig)
+
+
+def _reload_workers(
+    children: list[subprocess.Popen[Any]], state: dict[str, Config], config: Config
+) -> None:
+    """Make ``config`` the running one and have every live worker reload the file."""
+    state["config"] = config
+    # Counted here, where /metrics is served: a worker refusing what this process took
+    # (the file changed again in between) is only logged, by that worker.
+    metrics.count_reload("ok", _key_ids(codec_from_config(config)))
+    _forward(children, signal.SIGHUP)
 
 
 async def _supervise(
@@ -313,8 +325,9 @@ async def _supervise(
     stopping: asyncio.Event,
     state: dict[str, Config],
     config_file: str,
-) -> None:
-    """Restart workers that die and, on a stop, wait for them to finish.
+) -> set[int]:
+    """Restart workers that die and, on a stop, wait for them to finish; return the slots
+    left empty because the file was invalid.
 
     A worker reads the configuration file when it starts. If the file no longer validates (a
     reload was refused, and the file left as it was), a new worker would only fail at once,
@@ -334,7 +347,7 @@ async def _supervise(
                 log.error("worker %d exited with %s; restarting it", child.pid, code)
                 metrics.worker_exited(child.pid)  # its memory, CPU and fd series go with it
             try:
-                load_config(config_file)
+                config = load_config(config_file)
             except ConfigError as exc:
                 if i not in waiting:
                     waiting.add(i)
@@ -346,12 +359,18 @@ async def _supervise(
                     )
                 continue
             waiting.discard(i)
+            if config != state["config"]:
+                # The new worker reads the file as it is now. Workers on two configurations
+                # would disagree on secrets, so the live ones reload it too (as on SIGHUP).
+                log.warning("%s changed since it was loaded: reloading every worker", config_file)
+                _reload_workers(children, state, config)
             children[i] = _spawn_worker(command, env, sock)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), 0.5)
     deadline = loop.time() + state["config"].shutdown_timeout + 5
     while any(c.poll() is None for c in children) and loop.time() < deadline:
         await asyncio.sleep(0.1)
+    return waiting
 
 
 def _key_ids(codec: SessionCodec) -> list[str]:

@@ -237,3 +237,33 @@ def test_a_dead_worker_waits_for_a_valid_file_instead_of_failing_again_and_again
     proxy.rewrite_config(good)
     wait_for(lambda: len(live_pids(proxy)) == 2, 20)
     assert victim not in live_pids(proxy)
+
+
+def test_a_worker_refilled_from_a_changed_file_makes_every_worker_reload_it(
+    proxy: RunningProxy, python_backend: RunningBackend, hanging: ScriptedBackend
+) -> None:
+    # A restarted worker reads the file as it is now. If that is a rotation to SECRET_2 that
+    # nobody SIGHUPed, the survivor must take it too: one SECRET_1 session, valid on one
+    # worker and invalid on the other, is the split this prevents.
+    config = proxy_config(python_backend, hanging)
+    config["admin_listen"] = admin_url(proxy).removeprefix("http://")
+    rotated = {**config, "secrets": [SECRET_2]}
+    broken = {**config, "cookie": {"colour": "blue"}}
+    proxy.rewrite_config(broken)
+    victim, survivor = sorted(live_pids(proxy))
+    reloaded = proxy.output().count("configuration reloaded")
+    os.kill(int(victim), signal.SIGKILL)
+    wait_for(lambda: proxy.output().count("not restarting it while") >= 2)
+    proxy.rewrite_config(rotated)  # valid again, and different from what runs; no SIGHUP
+    wait_for(lambda: len(live_pids(proxy)) == 2, 20)
+    wait_for(lambda: proxy.output().count("configuration reloaded") > reloaded)
+    assert survivor in live_pids(proxy)
+    new_kid = KeyRing([SECRET_2.encode()]).newest.kid
+    wait_for(lambda: keys_shown(scrape(proxy)) == {("0", new_kid, "signs")})
+    # Both workers now sign with SECRET_2: a session set now is valid on every connection.
+    with CookieClient(proxy.url) as client:
+        client.set_session({"user": "after-rotation"})
+        statuses = set()
+        for _ in range(12):  # a new connection each time: the kernel picks the worker
+            statuses.add(client.whoami({"Connection": "close"})["status"])
+    assert statuses == {"valid"}

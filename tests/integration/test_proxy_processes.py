@@ -242,6 +242,16 @@ def test_workers_stop_when_their_supervisor_is_killed(backend: RunningBackend) -
             socket.create_connection(("127.0.0.1", proxy.port), timeout=1).close()
 
 
+def test_a_graceful_stop_with_a_worker_slot_left_empty_exits_0(backend: RunningBackend) -> None:
+    # A worker died while the file was invalid, so its slot waits (no restart loop). That
+    # death was logged when it happened; the SIGTERM that follows is still a clean stop.
+    with proxy_with(backend, [SECRET_1], workers=2) as proxy:
+        proxy.rewrite_config(base_config(backend.url, secrets=[SECRET_1], cookie={"colour": 1}))
+        os.kill(_children(proxy.process.pid)[0], signal.SIGKILL)
+        wait_for_output(proxy, "not restarting it while")
+        assert proxy.stop() == 0, proxy.output()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_as_soon_as_the_port_listens_is_a_graceful_stop(
     backend: RunningBackend, workers: int
