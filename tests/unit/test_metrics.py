@@ -308,3 +308,27 @@ def test_the_codecs_own_invalid_reasons_each_have_a_label_of_their_own() -> None
         result = codec.decode(carried)
         assert result.state is SessionState.INVALID, label
         assert invalid_reason(result.reason) == label, result.reason
+
+
+def test_a_worker_counts_its_open_fds_only_every_ten_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Listing /proc/self/fd runs on the event loop and costs ~1 ms per 1,000 fds: a client
+    # holding idle connections must not make every one-second flush pay for it.
+    listed: list[float] = []
+
+    def open_fds() -> float:
+        listed.append(7.0)
+        return 7.0
+
+    monkeypatch.setattr(metrics_module, "_open_fds", open_fds)
+    registry = CollectorRegistry()
+    gauges = metrics_module._WorkerGauges(registry)
+    gauges.load = lambda: (0, 0)
+    for _ in range(5):
+        gauges.sample()
+    pid = {"pid": str(os.getpid())}
+    assert listed == [7.0]
+    assert registry.get_sample_value("session_sidecar_worker_open_fds", pid) == 7.0
+    assert (registry.get_sample_value("session_sidecar_worker_resident_memory_bytes", pid) or 0) > 0
+    assert (registry.get_sample_value("session_sidecar_worker_cpu_seconds", pid) or 0) > 0
