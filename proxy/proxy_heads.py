@@ -115,7 +115,10 @@ def response_head(ex: Exchange, message: RawResponseMessage) -> bytes | Refusal:
 
 def tunnel_head(ex: Exchange, message: RawResponseMessage) -> bytes | Refusal:
     """The client's ``101`` for a handshake the upstream accepted (RFC 6455 section 4.2.2)."""
-    headers = _session_response_headers(ex, message, None)
+    # RFC 9110 section 7.6.1: what the 101's Connection names is hop-by-hop, as on any answer;
+    # Upgrade and Connection themselves are set again below for this hop.
+    connection = ",".join(message.headers.getall("Connection", ()))
+    headers = _session_response_headers(ex, message, connection)
     if isinstance(headers, Refusal):
         ex.keep_alive = False
         return headers

@@ -166,3 +166,25 @@ def test_every_byte_a_raw_upstream_receives_after_a_fake_101_is_nothing() -> Non
     assert b"smuggled" not in received
     assert FORGED.encode() not in received
     assert received.count(b"GET /ws HTTP/1.1") == 1
+
+
+def test_fields_a_genuine_101_names_in_connection_stay_on_its_hop() -> None:
+    # RFC 9110 section 7.6.1, on a 101 too: X-Hop is named by Connection, so it is this hop's.
+    genuine = (
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade, X-Hop\r\nX-Hop: secret-route\r\nX-Kept: 1\r\n"
+        f"Sec-WebSocket-Accept: {accept_for(KEY)}\r\n\r\n"
+    ).encode()
+    with (
+        ScriptedBackend({"/ws": genuine}) as upstream,
+        WATCH.start_proxy(base_config(upstream.url)) as proxy,
+        RawConnection(proxy.port) as client,
+    ):
+        client.send(upgrade("/ws"))
+        reply = client.read_response()
+    assert reply.status == 101
+    assert reply.header("X-Hop") is None
+    assert reply.header("X-Kept") == "1"
+    assert reply.header("Upgrade") == "websocket"
+    assert reply.header("Connection") == "Upgrade"
+    assert reply.header("Sec-WebSocket-Accept") == accept_for(KEY)
