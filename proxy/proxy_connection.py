@@ -12,7 +12,9 @@ rather than aiohttp's web server: the proxy's work per request then costs about 
 parsing does, not three times that (see docs/benchmarks.md). A WebSocket upgrade is relayed as
 bytes once the upstream answers ``101``, so every frame type and close code passes unchanged.
 The heads themselves (header hygiene, the session in and out, per-hop framing) are built in
-proxy_heads.py; this module moves bytes, keeps requests in order and picks status codes.
+proxy_heads.py, and the upstream half of each exchange (connect, send, relay, fail) runs in
+proxy_upstream.py; this module is the client's side: it parses, keeps requests in order,
+routes, reads the session and writes what goes back.
 """
 
 from __future__ import annotations
@@ -25,19 +27,17 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 
 from aiohttp.base_protocol import BaseProtocol
-from aiohttp.client_exceptions import ClientPayloadError
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.http_parser import HttpRequestParser, RawRequestMessage, RawResponseMessage
-from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
+from aiohttp.streams import StreamReader
 
 from proxy.proxy_exchange import Exchange
-from proxy.proxy_heads import Refusal, json_head, request_head, response_head, tunnel_head
+from proxy.proxy_heads import json_head, request_head
 from proxy.proxy_state import ProxyState
+from proxy.proxy_upstream import UpstreamLeg
 from proxy.request_record import Observer, RequestRecord, forwarded_client
 from proxy.routing import normalize_path
 from proxy.upstream_connection import UpstreamConnection, UpstreamPool
-from proxy.upstream_errors import RESPONSES, connect_failure, describe
-from proxy.websocket_tunnel import accepts
 
 log = logging.getLogger("session_sidecar.proxy")
 
@@ -48,8 +48,6 @@ LINGER_SECONDS = 2.0
 #: Requests a client may pipeline before the proxy stops reading from it.
 MAX_PIPELINED = 16
 _READ_LIMIT = 2**16
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
 
 
 class ProxyServer:
@@ -135,6 +133,7 @@ class ProxyConnection(BaseProtocol):
         #: Loop time since when the connection has had no request in flight.
         self._idle_since = self._loop.time()
         self._peer = ""
+        self._upstream = UpstreamLeg(self, server.pool)
 
     @property
     def busy(self) -> bool:
@@ -193,8 +192,8 @@ class ProxyConnection(BaseProtocol):
         if ex is not None and not ex.done:
             if not ex.responded:
                 ex.record.status = 499  # the client went away first (nginx's convention)
-            self._release(ex, clean=False)
-            self._report(ex)
+            self.release(ex, clean=False)
+            self.report(ex)
         self._queue.clear()
 
     def pause_writing(self) -> None:
@@ -207,6 +206,47 @@ class ProxyConnection(BaseProtocol):
         if self._tunnel is not None and self._tunnel.transport is not None:
             self._tunnel.transport.resume_reading()
 
+    @property
+    def current(self) -> Exchange | None:
+        """The exchange in flight, if any; the one the upstream's events belong to."""
+        return self._current
+
+    async def drain(self) -> None:
+        """Wait while the client's socket buffer is full (back-pressure on a download)."""
+        if self._paused:
+            await self._drain_helper()
+
+    def open_tunnel(self, conn: UpstreamConnection) -> None:
+        """The upstream accepted the handshake: from now on bytes go straight to ``conn``."""
+        self._tunnel = conn
+        self._upgraded = True  # flow control now pauses the socket, not a parser
+        for data in self._upgrade_buffer or ():
+            conn.write(data)
+        self._upgrade_buffer = None
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def relay(self, data: bytes) -> None:
+        """Tunnel bytes from the upstream."""
+        if self._tunnel is not None:
+            self.write(data)
+
+    def tunnel_pause(self, pause: bool) -> None:
+        """Back-pressure from the tunnel's upstream side."""
+        if self.transport is not None:
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def tunnel_closed(self) -> None:
+        self._tunnel = None
+        ex = self._current
+        if ex is not None and not ex.done:
+            ex.done = True
+            self.report(ex)
+        self.close()
+
     def close_if_idle(self) -> None:
         if self._current is None and self.transport is not None:
             self.transport.close()
@@ -215,7 +255,7 @@ class ProxyConnection(BaseProtocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
@@ -246,15 +286,15 @@ class ProxyConnection(BaseProtocol):
             status, error = self._parse_error
             self._parse_error = None
             request_id = os.urandom(16).hex()
-            self._write(json_head(status, {"error": error}, request_id, keep_alive=False))
+            self.write(json_head(status, {"error": error}, request_id, keep_alive=False))
             # Logged and counted like any request; nothing of it was readable but its fate.
             record = RequestRecord(request_id, self._peer, "-", "-", status, started=time.time())
             self._report_record(record)
-            self._close()
+            self.close()
         elif self._client_eof or self.server.closing:
-            self._close()
+            self.close()
 
-    def _close(self, linger: bool = False) -> None:
+    def close(self, linger: bool = False) -> None:
         transport = self.transport
         if transport is None:
             return
@@ -299,7 +339,7 @@ class ProxyConnection(BaseProtocol):
         self._idle_since = 0.0
         if message.method == "CONNECT":
             # Never a forward proxy: CONNECT would open a tunnel to a host the config doesn't name.
-            self._reply(ex, 405, {"error": "method_not_allowed"})
+            self.reply(ex, 405, {"error": "method_not_allowed"})
             return
         # RFC 9112 section 3.2.2: with an absolute-form target the authority in it replaces
         # Host. Either way it only selects among the configured upstreams.
@@ -307,7 +347,7 @@ class ProxyConnection(BaseProtocol):
         path = normalize_path(url.raw_path)
         route = state.router.route(host, path, url.raw_query_string)
         if route is None:
-            self._reply(ex, 404, {"error": "no_route", "path": path[:200]})
+            self.reply(ex, 404, {"error": "no_route", "path": path[:200]})
             return
         upstream = ex.upstream = route.upstream
         record.upstream = upstream.name
@@ -329,198 +369,18 @@ class ProxyConnection(BaseProtocol):
             return
         refusal = request_head(ex, message, route, host, self._peer)
         if refusal is not None:
-            self._reply(ex, refusal.status, refusal.body, refusal.extra)
+            self.reply(ex, refusal.status, refusal.body, refusal.extra)
             return
-        key = UpstreamPool.key(upstream)
-        conn = None if ex.websocket else server.pool.take_idle(key)
-        if conn is not None:
-            self._send(ex, conn)
-        else:
-            ex.connecting = asyncio.ensure_future(self._connect_and_send(ex, key))
-
-    async def _connect_and_send(self, ex: Exchange, key: tuple[str, int, bool]) -> None:
-        assert ex.upstream is not None
-        started = self._loop.time()
-        try:
-            async with asyncio.timeout(ex.upstream.timeout):
-                conn = await self.server.pool.connect(key)
-        except TimeoutError:
-            self._fail(ex, "timeout", f"no connection within {ex.upstream.timeout:g}s")
-            return
-        except OSError as exc:
-            self._fail(ex, connect_failure(exc), describe(exc))
-            return
-        except UnicodeError:  # the IDNA codec refused the name before any lookup
-            self._fail(ex, "dns", "the host name is not valid IDNA")
-            return
-        if ex.done or ex is not self._current:
-            conn.close()
-            return
-        self._send(ex, conn)
-        if ex.deadline is not None and not ex.has_body:
-            # One budget for connecting and answering: a slow connect leaves less for the head.
-            ex.deadline = started + ex.upstream.timeout
-
-    def _send(self, ex: Exchange, conn: UpstreamConnection) -> None:
-        ex.conn = conn
-        conn.start(self, head_request=ex.message.method == "HEAD")
-        payload = ex.payload
-        if payload is EMPTY_PAYLOAD:
-            ex.request_sent = conn.write(ex.head)
-            self._start_deadline(ex)
-        elif payload.is_eof() and not ex.expect_continue:
-            body = payload.read_nowait(-1)
-            ex.record.bytes_in = len(body)
-            tail = _LAST_CHUNK if ex.chunked else b""
-            ex.request_sent = conn.write(ex.head + _frame(body, ex.chunked) + tail)
-            self._start_deadline(ex)
-        else:
-            conn.write(ex.head)
-            ex.upload = asyncio.ensure_future(self._upload(ex, conn))
-
-    async def _upload(self, ex: Exchange, conn: UpstreamConnection) -> None:
-        # RFC 9110 section 10.1.1: the client waits for 100 Continue before sending the body.
-        # It is sent only now, once the upstream connection is up and the body is wanted.
-        if ex.expect_continue and not ex.responded:
-            self._write(_CONTINUE)
-        payload = ex.payload
-        try:
-            while True:
-                chunk = await payload.readany()
-                if not chunk:
-                    break
-                ex.record.bytes_in += len(chunk)
-                if not conn.write(_frame(chunk, ex.chunked)):
-                    return  # the upstream went away; its connection_lost reports it
-                await conn.drain()
-            ex.request_sent = conn.write(_LAST_CHUNK) if ex.chunked else True
-        except (ConnectionError, ClientPayloadError, HttpProcessingError):
-            # The client's body broke off: nothing complete can reach the upstream.
-            ex.keep_alive = False
-            if not ex.responded:
-                self._release(ex, clean=False)
-                self._close()
-            return
-        if not ex.responded and not ex.done:
-            self._start_deadline(ex)
-
-    def _start_deadline(self, ex: Exchange) -> None:
-        # The timeout counts from the end of the upload: a slow, large upload is not the
-        # upstream's fault. The server's sweep enforces it (no timer object per request).
-        assert ex.upstream is not None
-        ex.deadline = self._loop.time() + ex.upstream.timeout
+        self._upstream.send(ex)
 
     def check_deadline(self, now: float) -> None:
         if self._idle_since and now - self._idle_since > self.server.idle_timeout:
             # An idle keep-alive connection, or a request head that never completes (a
             # slow-loris client): close it rather than hold its memory forever.
             self._idle_since = 0.0
-            self._close()
+            self.close()
             return
-        ex = self._current
-        if ex is not None and ex.deadline is not None and now >= ex.deadline:
-            ex.deadline = None
-            if not ex.responded and not ex.done:
-                timeout = ex.upstream.timeout if ex.upstream is not None else 0.0
-                self._fail(ex, "timeout", f"no response head within {timeout:g}s")
-
-    # --- events from the upstream connection ------------------------------------------------
-
-    def upstream_response(self, message: RawResponseMessage, payload: StreamReader) -> None:
-        ex = self._current
-        if ex is None or ex.done:
-            return
-        ex.deadline = None
-        if not 100 <= message.code <= 599:
-            # RFC 9110 section 15: a status outside 100..599 is invalid; treat it as a 5xx.
-            ex.keep_alive = False
-            self._fail(ex, "bad_response", f"status {message.code} is outside 100..599")
-            return
-        if message.code == 101:
-            # RFC 6455 section 4.1: a 101 opens the tunnel only as the answer to this very
-            # handshake. Anything else (a status-echo route, a switch unasked) is a 502 with
-            # both connections closed, so nothing sent after it is ever relayed unparsed.
-            connection = ",".join(message.headers.getall("Connection", ()))
-            if ex.websocket and accepts(message.headers, connection, ex.websocket_key):
-                self._open_tunnel(ex, message)
-            else:
-                ex.keep_alive = False
-                self._fail(ex, "bad_response", "a 101 that is no answer to this handshake")
-            return
-        record = ex.record
-        head = response_head(ex, message)
-        if isinstance(head, Refusal):
-            self._reply(ex, head.status, head.body)
-            return
-        bodyless = ex.message.method == "HEAD" or message.code in (204, 304)
-        record.status = message.code
-        ex.responded = True
-        if bodyless or payload.is_eof():
-            try:
-                body = b"" if bodyless else payload.read_nowait(-1)
-            except ClientPayloadError:
-                self._upstream_broke(ex)
-                return
-            record.bytes_out = len(body)
-            last = _LAST_CHUNK if ex.response_chunked else b""
-            self._write(head + _frame(body, ex.response_chunked) + last)
-            self._finish(ex)
-        else:
-            self._write(head)
-            ex.download = asyncio.ensure_future(self._download(ex, payload))
-
-    async def _download(self, ex: Exchange, payload: StreamReader) -> None:
-        try:
-            while True:
-                chunk = await payload.readany()
-                if not chunk:
-                    break
-                ex.record.bytes_out += len(chunk)
-                self._write(_frame(chunk, ex.response_chunked))
-                if self._paused:
-                    await self._drain_helper()
-        except ClientPayloadError:
-            self._upstream_broke(ex)
-            return
-        except ConnectionError:
-            return  # the client went away; connection_lost cleans up
-        if ex.response_chunked:
-            self._write(_LAST_CHUNK)
-        self._finish(ex)
-
-    def _upstream_broke(self, ex: Exchange) -> None:
-        # The upstream died mid-body. Abort the client's connection so it can never take a
-        # truncated body for a complete one.
-        ex.record.upstream_error = "reset"
-        self._log_failure(ex, "reset", "connection lost mid-body", "client connection aborted")
-        self._release(ex, clean=False)
-        self._report(ex)
-        self.abort()
-
-    def upstream_failed(
-        self, kind: str, sizes: tuple[int, int] | None = None, detail: str = ""
-    ) -> None:
-        ex = self._current
-        if ex is None or ex.done or ex.responded:
-            return  # mid-body failures surface through the body stream
-        conn = ex.conn
-        if (
-            kind == "reset"
-            and conn is not None
-            and conn.reused
-            and not ex.retried
-            and not ex.has_body
-            and ex.upstream is not None
-        ):
-            # A pooled connection the server had just closed. RFC 9112 section 9.3.1 allows
-            # a retry on a new connection when nothing of the response arrived.
-            ex.retried = True
-            ex.conn = None
-            ex.deadline = None
-            key = UpstreamPool.key(ex.upstream)
-            ex.connecting = asyncio.ensure_future(self._connect_and_send(ex, key))
-            return
-        self._fail(ex, kind, detail, sizes)
+        self._upstream.check_deadline(now)
 
     def _session_too_large(self, ex: Exchange, size: int, limit: int) -> None:
         """RFC 6585 section 5: the request's header fields (its session) are too large for
@@ -536,80 +396,13 @@ class ProxyConnection(BaseProtocol):
             ex.record.request_id,
         )
         body = {"error": "session_too_large_for_upstream", "bytes": size, "limit": limit}
-        self._reply(ex, 431, body)
+        self.reply(ex, 431, body)
 
     # --- WebSocket relay ------------------------------------------------------------------
 
-    def _open_tunnel(self, ex: Exchange, message: RawResponseMessage) -> None:
-        head = tunnel_head(ex, message)
-        if isinstance(head, Refusal):
-            self._reply(ex, head.status, head.body)
-            return
-        self._write(head)
-        ex.record.status = 101
-        ex.responded = True
-        conn = ex.conn
-        assert conn is not None
-        conn.open_tunnel()
-        self._tunnel = conn
-        self._upgraded = True  # flow control now pauses the socket, not a parser
-        for data in self._upgrade_buffer or ():
-            conn.write(data)
-        self._upgrade_buffer = None
-        if self.transport is not None:
-            self.transport.resume_reading()
-
-    def tunnel_data(self, data: bytes) -> None:
-        if self._tunnel is not None:
-            self._write(data)
-
-    def tunnel_pause(self, pause: bool) -> None:
-        if self.transport is not None:
-            if pause:
-                self.transport.pause_reading()
-            else:
-                self.transport.resume_reading()
-
-    def tunnel_closed(self) -> None:
-        self._tunnel = None
-        ex = self._current
-        if ex is not None and not ex.done:
-            ex.done = True
-            self._report(ex)
-        self._close()
-
     # --- ending an exchange -------------------------------------------------------------------
 
-    def _fail(
-        self, ex: Exchange, kind: str, detail: str = "", sizes: tuple[int, int] | None = None
-    ) -> None:
-        status, error = RESPONSES[kind]
-        ex.record.upstream_error = kind
-        body: dict[str, object] = {"error": error}
-        if sizes is not None:
-            body["bytes"], body["limit"] = sizes
-            detail = f"{sizes[0]} bytes, limit {sizes[1]}"
-        self._log_failure(ex, kind, detail, f"answered {status} {error}")
-        self._reply(ex, status, body)
-
-    @staticmethod
-    def _log_failure(ex: Exchange, kind: str, detail: str, outcome: str) -> None:
-        """One WARNING per failed exchange: upstream, address, cause, detail, what followed.
-        The detail comes from upstream_errors.describe() or the proxy's own words: never from
-        bytes the upstream sent, nor from the request."""
-        up = ex.upstream
-        log.warning(
-            "upstream %s at %s:%d failed: %s%s; %s (request %s)",
-            ex.record.upstream,
-            up.host if up is not None else "-",
-            up.port if up is not None else 0,
-            kind,
-            f", {detail}" if detail else "",
-            outcome,
-            ex.record.request_id,
-        )
-
-    def _reply(
+    def reply(
         self,
         ex: Exchange,
         status: int,
@@ -620,33 +413,33 @@ class ProxyConnection(BaseProtocol):
         it (one that carried part of this request is closed, never pooled)."""
         if ex.body_unread:
             ex.keep_alive = False  # the rest of the body would be read as the next request
-        self._release(ex, clean=False)
+        self.release(ex, clean=False)
         ex.record.status = status
         ex.responded = True
-        self._write(json_head(status, body, ex.record.request_id, ex.keep_alive, extra))
-        self._finish(ex)
+        self.write(json_head(status, body, ex.record.request_id, ex.keep_alive, extra))
+        self.finish(ex)
 
-    def _finish(self, ex: Exchange) -> None:
+    def finish(self, ex: Exchange) -> None:
         if ex.done:
             return
         if ex.body_unread or self.server.closing or self._client_eof:
             ex.keep_alive = False
         # The response has ended; the exchange decides whether the request did too.
-        self._release(ex, clean=True)
-        self._report(ex)
+        self.release(ex, clean=True)
+        self.report(ex)
         self._current = None
         self._idle_since = self._loop.time()
         if not ex.keep_alive:
-            self._close(linger=ex.body_unread)
+            self.close(linger=ex.body_unread)
         elif self._queue or self._parse_error is not None:
             # Not from inside the upstream's data_received: the next request may take the
             # very connection that is still delivering this one.
             self._loop.call_soon(self._next)
 
-    def _release(self, ex: Exchange, clean: bool) -> None:
+    def release(self, ex: Exchange, clean: bool) -> None:
         ex.release(self.server.pool, clean)
 
-    def _report(self, ex: Exchange) -> None:
+    def report(self, ex: Exchange) -> None:
         ex.done = True
         ex.record.duration = time.perf_counter() - ex.began
         self._report_record(ex.record)
@@ -656,14 +449,6 @@ class ProxyConnection(BaseProtocol):
             self.server.observer(record)
         except Exception:  # an observer must never break a connection
             log.exception("request observer failed")
-
-
-def _frame(data: bytes, chunked: bool) -> bytes:
-    # RFC 9112 section 7.1: chunk-size in hex, CRLF, data, CRLF. Empty data is no chunk at all
-    # (a zero-size chunk would end the body).
-    if not chunked or not data:
-        return data
-    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 def _joined(values: Iterable[str]) -> str | None:
