@@ -246,6 +246,12 @@ def test_a_graceful_stop_with_a_worker_slot_left_empty_exits_0(backend: RunningB
     # A worker died while the file was invalid, so its slot waits (no restart loop). That
     # death was logged when it happened; the SIGTERM that follows is still a clean stop.
     with proxy_with(backend, [SECRET_1], workers=2) as proxy:
+        # Both workers past reading the file: one still booting would read the broken file,
+        # fail with exit 2, and rightly make the stop report it.
+        deadline = time.monotonic() + 20
+        while proxy.output().count("listening on ") < 2:
+            assert time.monotonic() < deadline, proxy.output()
+            time.sleep(0.05)
         proxy.rewrite_config(base_config(backend.url, secrets=[SECRET_1], cookie={"colour": 1}))
         os.kill(_children(proxy.process.pid)[0], signal.SIGKILL)
         wait_for_output(proxy, "not restarting it while")
