@@ -6,28 +6,19 @@ import http.client
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import pytest
 
+from tests.integration.admin_scrape import Reply
+from tests.integration.admin_scrape import call as call_url
 from tests.integration.backends import BACKEND_KINDS, BackendKind, RunningBackend, start_backend
 
 pytestmark = pytest.mark.integration
 
 PATTERN = bytes(range(256))
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 def call(
@@ -37,13 +28,7 @@ def call(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> Reply:
-    connection = http.client.HTTPConnection(backend.host, backend.port, timeout=30)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return Reply(response.status, response.msg, response.read())
-    finally:
-        connection.close()
+    return call_url(backend.url, path, method, body, headers)
 
 
 def compact(value: object) -> str:
