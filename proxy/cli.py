@@ -27,6 +27,7 @@ from proxy.config import (
     iter_summary,
     load_config,
 )
+from proxy.config_secrets import development_secret_warning
 from proxy.proxy_state import codec_from_config
 from proxy.session_codec import SessionCodec, SessionError, SessionState, normalize_session_json
 from proxy.session_cookies import SetCookieWriter
@@ -189,6 +190,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  {line}")
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    loud = development_secret_warning(config.secrets)
+    if loud:
+        print(loud, file=sys.stderr)
     return EXIT_OK
 
 

@@ -9,11 +9,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from proxy.config_reader import kind, substitute_env, walk_substitute
 
 MIN_SECRET_BYTES = 32
+#: What ``make run`` and ``make check-config`` put in SESSION_SECRET when it is unset (the
+#: Makefile; tests/unit/test_cli.py keeps the two equal). It is published with the source, so
+#: anyone can sign sessions with it.
+DEVELOPMENT_SECRET: Final = b"dev-only-secret-change-me-0123456789abcdef"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,20 @@ def parse_secret_list(
     if len(set(values)) != len(values):
         errors.append(f"{path}: the same secret is listed twice; list each one once, newest first")
     return tuple(secrets)
+
+
+def development_secret_warning(secrets: tuple[Secret, ...]) -> str | None:
+    """A loud line when the development secret signs or verifies sessions, else None."""
+    for index, secret in enumerate(secrets):
+        if secret.value == DEVELOPMENT_SECRET:
+            role = "signs" if index == 0 else "verifies"
+            return (
+                f"!!! WARNING: secrets[{index}] ({secret.origin}) is the development secret "
+                f"that `make run` sets and this repository publishes: it {role} sessions, so "
+                "anyone can forge one. For anything but a local try-out, set SESSION_SECRET to "
+                "the output of `session-sidecar keygen`."
+            )
+    return None
 
 
 def _read_secret(

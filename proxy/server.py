@@ -33,6 +33,7 @@ from proxy import log_output, metrics
 from proxy.access_log import AccessLog, configure_logging
 from proxy.admin import start_admin
 from proxy.config import Config, ConfigError, iter_summary, load_config
+from proxy.config_secrets import development_secret_warning
 from proxy.metrics import RequestMetrics
 from proxy.proxy_connection import ProxyServer
 from proxy.proxy_state import ProxyState, codec_from_config
@@ -69,6 +70,9 @@ def serve(config: Config, config_file: str) -> int:
     if os.environ.get(WORKER_ENV) != "1":  # once, not once per worker
         for warning in config.warnings:
             log.warning("configuration: %s", warning)
+        loud = development_secret_warning(config.secrets)
+        if loud:
+            log.warning("%s", loud)
     workers = config.workers or os.cpu_count() or 1
     if os.environ.get(WORKER_ENV) == "1":
         _stop_with_supervisor()

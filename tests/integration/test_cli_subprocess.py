@@ -16,7 +16,9 @@ from typing import IO, Final
 
 import pytest
 
+from proxy.config_secrets import DEVELOPMENT_SECRET
 from tests.integration.backends import free_port
+from tests.integration.log_watch import WATCH
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +97,21 @@ def test_serve_that_cannot_listen_exits_1(tmp_path: Path) -> None:
         done = run("serve", "-c", str(config))
     assert done.returncode == 1
     assert "cannot listen on 127.0.0.1:" in done.stderr
+
+
+def test_serve_says_once_at_start_that_the_development_secret_signs() -> None:
+    """Two workers and a supervisor: one line, from the supervisor, before it serves."""
+    WATCH.sensitive(DEVELOPMENT_SECRET.decode())
+    config = {
+        "workers": 2,
+        "secrets": ["${SESSION_SECRET}"],
+        "cookie": {"secure": False},
+        "upstreams": [{"url": "http://127.0.0.1:9"}],
+    }
+    with WATCH.start_proxy(config, {"SESSION_SECRET": DEVELOPMENT_SECRET.decode()}) as proxy:
+        pass
+    lines = [line for line in proxy.output().splitlines() if "development secret" in line]
+    assert len(lines) == 1, proxy.output()
+    assert " WARNING session_sidecar.server: !!! WARNING: secrets[0] (env SESSION_SECRET)" in (
+        lines[0]
+    )

@@ -17,6 +17,7 @@ import pytest
 
 from proxy.cli import EXIT_OK, EXIT_USAGE, MAX_DECODE_INPUT, main
 from proxy.config import load_config
+from proxy.config_secrets import DEVELOPMENT_SECRET
 from proxy.proxy_state import codec_from_config
 from proxy.session_codec import SessionCodec
 
@@ -107,6 +108,36 @@ def test_check_config_gives_no_warning_for_a_secret_from_the_environment(
 ) -> None:
     assert main(["check-config", "-c", config_file]) == EXIT_OK
     assert capsys.readouterr().err == ""
+
+
+def test_check_config_warns_loudly_when_the_development_secret_signs(
+    config_file: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SESSION_SECRET", DEVELOPMENT_SECRET.decode())
+    assert main(["check-config", "-c", config_file]) == EXIT_OK
+    captured = capsys.readouterr()
+    (line,) = captured.err.splitlines()
+    assert line.startswith("!!! WARNING: secrets[0] (env SESSION_SECRET) is the development secret")
+    assert "it signs sessions, so anyone can forge one" in line
+    assert DEVELOPMENT_SECRET.decode() not in captured.out + captured.err
+
+
+def test_check_config_warns_when_the_development_secret_still_verifies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SESSION_SECRET", SECRET)
+    monkeypatch.setenv("OLD_SECRET", DEVELOPMENT_SECRET.decode())
+    path = tmp_path / "rotated.yaml"
+    path.write_text(CONFIG.replace("${SESSION_SECRET}", "${SESSION_SECRET}\n  - ${OLD_SECRET}"))
+    assert main(["check-config", "-c", str(path)]) == EXIT_OK
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("!!! WARNING: secrets[1] (env OLD_SECRET) is the development secret")
+    assert "it verifies sessions" in line
+
+
+def test_the_makefiles_development_secret_is_the_one_the_proxy_warns_about() -> None:
+    defaults = re.findall(r"SESSION_SECRET:-([^}]*)\}", (REPO / "Makefile").read_text())
+    assert defaults and set(defaults) == {DEVELOPMENT_SECRET.decode()}
 
 
 def test_check_config_refuses_an_unbraced_variable(
