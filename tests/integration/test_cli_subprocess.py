@@ -112,6 +112,5 @@ def test_serve_says_once_at_start_that_the_development_secret_signs() -> None:
         pass
     lines = [line for line in proxy.output().splitlines() if "development secret" in line]
     assert len(lines) == 1, proxy.output()
-    assert " WARNING session_sidecar.server: !!! WARNING: secrets[0] (env SESSION_SECRET)" in (
-        lines[0]
-    )
+    expected = " WARNING session_sidecar.server: !!! WARNING: secrets[0] (env SESSION_SECRET)"
+    assert expected in lines[0]
