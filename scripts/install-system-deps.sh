@@ -32,10 +32,45 @@ if [ ${#need[@]} -eq 0 ]; then
 fi
 if [ "$(id -u)" != "0" ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "!!! WARNING: missing system tools: ${need[*]} (not root or no apt-get)." >&2
-  echo "!!! The tests that need them will FAIL, not skip. Install them and re-run." >&2
+  echo "!!! The tests that need them will FAIL, not skip. Install them and re-run, or run" >&2
+  echo "!!! 'make test-subset' for only the tests that need neither root nor these packages." >&2
   exit 0
 fi
-echo "installing system packages: ${need[*]}"
+
+# apt's own output is long, so it goes to a log shown only on failure; one line says what runs
+# and how long it usually takes (a fresh Debian 12 on 2 cores: all of the packages above and
+# about 190 dependencies, 1.3 GB installed).
+log="$(mktemp -t session-sidecar-apt.XXXXXX.log)"
+apt_step() {
+  local start=$SECONDS
+  if ! "$@" >>"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "!!! '$*' failed (all of its output: $log)" >&2
+    exit 1
+  fi
+  echo "    done in $((SECONDS - start)) s"
+}
+# Name=version per line, sorted bytewise, before and after apt: what it installed and upgraded.
+packages() {
+  dpkg-query -W -f '${db:Status-Abbrev}${binary:Package}=${Version}\n' | sed -n 's/^ii *//p' \
+    | LC_ALL=C sort
+}
+names() { cut -d= -f1 | LC_ALL=C sort -u; }
+
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q >/dev/null
-apt-get install -y -q "${need[@]}" >/dev/null
+before="$(packages)"
+echo "[make deps] apt-get update: the package lists (usually 5 to 20 s)"
+apt_step apt-get update -q
+echo "[make deps] apt-get install ${need[*]}, and their dependencies (usually 1 to 2 min, 1.3 GB on a fresh machine)"
+apt_step apt-get install -y -q "${need[@]}"
+after="$(packages)"
+changed="$(LC_ALL=C comm -13 <(echo "$before") <(echo "$after") | names)"
+new_names="$(LC_ALL=C comm -23 <(echo "$changed") <(echo "$before" | names))"
+upgraded=$(LC_ALL=C comm -12 <(echo "$changed") <(echo "$before" | names) | grep -c . || true)
+# What was asked for and is new (a package asked for along with another may have been here):
+# removing these, then what only they needed, undoes the install; upgrades stay.
+asked="$(printf '%s\n' "${need[@]}" | LC_ALL=C sort -u)"
+removable="$(LC_ALL=C comm -12 <(echo "$asked") <(echo "$new_names" | sed 's/:.*//' | LC_ALL=C sort -u) | xargs)"
+echo "[make deps] apt installed $(echo "$new_names" | grep -c . || true) packages and upgraded $upgraded (each listed in /var/log/apt/history.log)"
+echo "[make deps] to remove them: apt-get remove --purge ${removable:-<none>} && apt-get autoremove --purge"
+rm -f "$log"

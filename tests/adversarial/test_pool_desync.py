@@ -22,7 +22,7 @@ from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import RawConnection
 from tests.integration.sidecar import RunningProxy, base_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 ROUNDS = 40
 #: Delays (seconds) between the upload's first and last chunk: the window in which the

@@ -21,7 +21,7 @@ from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import CookieClient, RawConnection, Reply
 from tests.integration.sidecar import RunningProxy, base_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 OLD = {"user": "alice", "cart": [1, 2]}
 

@@ -33,7 +33,7 @@ from tests.adversarial.strict_http import Ambiguous, Message, parse_responses
 from tests.integration.log_watch import WATCH
 from tests.integration.sidecar import RunningProxy, base_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 REPO = Path(__file__).resolve().parents[2]
 FOLLOW = b"GET /c?id=follow HTTP/1.1\r\nHost: app\r\n\r\n"

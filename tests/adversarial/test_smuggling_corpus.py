@@ -26,7 +26,7 @@ from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import RawConnection
 from tests.integration.sidecar import RunningProxy, base_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 MARKER: Final = "smuggle-9c1e-marker"
 #: How long a connection may stay silent before the proxy is taken to be waiting for more.

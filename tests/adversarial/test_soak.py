@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from scripts.soak import SoakReport, run_soak, summary
+from tests.progress import announce
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +21,12 @@ MEASURED_REQUESTS = 50_000
 
 
 @pytest.fixture(scope="module")
-def report() -> SoakReport:
+def report(request: pytest.FixtureRequest) -> SoakReport:
+    announce(
+        request,
+        f"soak: {WARMUP_REQUESTS + MEASURED_REQUESTS:,} checked requests through one proxy, "
+        "watching its memory and fds (usually 2 to 3 min on 2 cores)",
+    )
     return run_soak(
         requests=WARMUP_REQUESTS + MEASURED_REQUESTS, warmup_requests=WARMUP_REQUESTS, clients=16
     )

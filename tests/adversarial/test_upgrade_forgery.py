@@ -25,7 +25,7 @@ from tests.integration.proxy_client import RawConnection
 from tests.integration.scripted_backend import ScriptedBackend
 from tests.integration.sidecar import RunningProxy, base_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 FORGED = '{"user":"admin-forged-marker"}'
 KEY = base64.b64encode(os.urandom(16)).decode()

@@ -37,6 +37,9 @@ SOCKET: Final = os.environ.get("SIDECAR_DOCKER_SOCKET", "/run/session-sidecar-do
 #: override them away ("'network_mode' and 'networks' cannot be combined"), so they are dropped
 #: from the rendered demo first; every other key runs as written.
 NETWORKING_KEYS: Final = ("networks", "ports")
+#: scripts/make-base-image.sh's cache of debootstrap root filesystems, one per base image.
+CACHE_DIR: Final = Path(os.environ.get("SIDECAR_CACHE_DIR", "/var/cache/session-sidecar"))
+BASE_IMAGES: Final = 4
 PROJECT: Final = "sidecar-test"
 COMMAND_TIMEOUT: Final = 120.0
 
@@ -119,6 +122,17 @@ class BuildReport:
     seconds: float
     #: image name -> seconds its `docker build` took, as scripts/build-image.sh printed them.
     images: dict[str, int]
+
+
+def build_forecast() -> str:
+    """How long :func:`build_images` usually takes, from what the base-image cache holds."""
+    cached = list(CACHE_DIR.glob("bookworm-*-rootfs.tar"))
+    if len(cached) >= BASE_IMAGES:
+        return f"the bases are cached in {CACHE_DIR}: usually under 1 min"
+    return (
+        "first run: debootstrap downloads about 144 MB of Debian packages and makes the four "
+        f"bases (cached in {CACHE_DIR} for the next run), then four builds: usually about 5 min"
+    )
 
 
 def build_images(engine: DockerEngine, timeout: float) -> BuildReport:

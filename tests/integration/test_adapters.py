@@ -34,7 +34,7 @@ from tests.integration.processes import ManagedProcess
 from tests.integration.proxy_client import CookieClient, Reply, chunk_cookies, compact
 from tests.integration.sidecar import RunningProxy, base_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 ADAPTERS_DIR: Final = REPO_ROOT / "adapters"
 ADAPTERS: Final = ("flask", "express", "go")

@@ -37,7 +37,7 @@ from tests.integration.backends import REPO_ROOT
 from tests.integration.log_watch import WATCH
 from tests.integration.sidecar import RunningProxy, base_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 KIB: Final = 1024
 #: Coarse steps of the probe, then bisection to the byte between the last two.

@@ -16,7 +16,7 @@ from tests.integration.admin_scrape import Reply
 from tests.integration.admin_scrape import call as call_url
 from tests.integration.backends import BACKEND_KINDS, BackendKind, RunningBackend, start_backend
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 PATTERN = bytes(range(256))
 

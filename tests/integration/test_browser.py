@@ -26,7 +26,7 @@ from tests.integration.sidecar import RunningProxy, base_config, start_proxy
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Cookie, Page, Playwright
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 CHROMIUM: Final = Path("/usr/bin/chromium")
 CHROMIUM_ARGS: Final = [

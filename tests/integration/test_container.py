@@ -32,7 +32,7 @@ import yaml
 from proxy.config import load_config
 from tests.integration.backends import BACKEND_KINDS, BACKENDS_DIR, BackendKind
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 REPO: Final = Path(__file__).resolve().parents[2]
 COMPOSE_FILE: Final = REPO / "docker-compose.yml"

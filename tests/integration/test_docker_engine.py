@@ -30,17 +30,23 @@ from tests.integration.docker_engine import (
     BuildReport,
     ComposeStack,
     DockerEngine,
+    build_forecast,
     build_images,
     compose_up,
     fail,
     run,
     start_engine,
 )
+from tests.progress import announce
 
 #: Cold (debootstrap of four bases, then four builds) took 5 min here; cached, under 1 s.
 BUILD_TIMEOUT: Final = 900.0
 #: The first test pays for the builds in its setup; none of the others takes a minute.
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(BUILD_TIMEOUT + 120)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.system,
+    pytest.mark.timeout(BUILD_TIMEOUT + 120),
+]
 HEALTHY_DEADLINE: Final = 90.0
 IMAGES: Final = {
     "proxy": "session-sidecar:dev",
@@ -81,7 +87,8 @@ def engine() -> Iterator[DockerEngine]:
 
 
 @pytest.fixture(scope="module")
-def built(engine: DockerEngine) -> BuildReport:
+def built(engine: DockerEngine, request: pytest.FixtureRequest) -> BuildReport:
+    announce(request, f"docker: the four images on Debian stand-in bases ({build_forecast()})")
     return build_images(engine, BUILD_TIMEOUT)
 
 

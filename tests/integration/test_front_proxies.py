@@ -39,7 +39,7 @@ from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import Reply, chunk_cookies, compact
 from tests.integration.sidecar import RunningProxy, base_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 #: What docs/front-proxies.md gives for nginx, word for word.
 NGINX_SETTINGS: Final = """\

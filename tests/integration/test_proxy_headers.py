@@ -17,7 +17,7 @@ from tests.integration.proxy_client import CookieClient, RawConnection, raw_requ
 from tests.integration.scripted_backend import ScriptedBackend, canned_response
 from tests.integration.sidecar import RunningProxy, base_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 SPOOF = '{"user":"mallory","admin":true}'
 

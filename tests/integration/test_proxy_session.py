@@ -27,7 +27,7 @@ from tests.integration.proxy_client import (
 from tests.integration.scripted_backend import ScriptedBackend, canned_response
 from tests.integration.sidecar import SECRET_1, SECRET_2, RunningProxy, base_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 MAX_AGE = 1_209_600  # cookie.max_age by default
 #: grow?kb=N adds N KiB of incompressible text: 45 fills all 12 chunks, 40 needs 11.

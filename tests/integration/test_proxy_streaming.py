@@ -17,7 +17,7 @@ from tests.integration.proxy_client import RawConnection, peak_rss_bytes, raw_re
 from tests.integration.scripted_backend import ScriptedBackend, canned_response
 from tests.integration.sidecar import RunningProxy, base_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 MIB = 1 << 20
 BIG = 200 * MIB
