@@ -16,19 +16,18 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from tests.integration.backends import REPO_ROOT, RunningBackend, free_port
-from tests.integration.processes import ManagedProcess
+from tests.integration.processes import ManagedProcess, scratch_dir
 
 RealKind = Literal["gunicorn", "uvicorn", "node", "go"]
 REAL_KINDS: Final[tuple[RealKind, ...]] = ("gunicorn", "uvicorn", "node", "go")
 _OWNED: Final = frozenset({"xsession", "xsessionstatus", "xsetsession", "xpatchsession"})
-_WORK: Final = Path(tempfile.mkdtemp(prefix="sidecar-real-backends-"))
+_WORK: Final = scratch_dir("sidecar-real-backends-")
 
 
 def _echo(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -44,3 +47,16 @@ class ManagedProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+_scratch_root: Path | None = None
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new directory for one process's files (configuration, log), under one directory per
+    test run that is removed when the run ends, so ``make test`` leaves nothing in /tmp."""
+    global _scratch_root
+    if _scratch_root is None:
+        _scratch_root = Path(tempfile.mkdtemp(prefix="session-sidecar-tests-"))
+        atexit.register(shutil.rmtree, _scratch_root, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch_root))

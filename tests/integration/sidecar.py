@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -21,7 +20,7 @@ from typing import Any, Final
 import yaml
 
 from tests.integration.backends import REPO_ROOT, free_port
-from tests.integration.processes import ManagedProcess
+from tests.integration.processes import ManagedProcess, scratch_dir
 
 SECRET_1: Final = "test-secret-one-0123456789abcdefghijklmnop"
 SECRET_2: Final = "test-secret-two-0123456789abcdefghijklmnop"
@@ -77,7 +76,7 @@ def start_proxy(config: dict[str, Any], env: dict[str, str] | None = None) -> Ru
     if config.get("admin_listen"):
         admin_port = free_port()
         config["admin_listen"] = f"127.0.0.1:{admin_port}"
-    workdir = Path(tempfile.mkdtemp(prefix="sidecar-test-"))
+    workdir = scratch_dir("sidecar-test-")
     config_path = workdir / "proxy.yaml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = workdir / "proxy.log"
