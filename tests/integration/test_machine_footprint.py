@@ -236,37 +236,34 @@ def test_distclean_leaves_a_directory_whose_path_is_not_the_projects(tmp_path: P
     assert f"not removing {elsewhere}" in done.stderr
 
 
-def test_make_distclean_runs_make_clean_and_the_script() -> None:
-    dry = subprocess.run(
-        ["make", "--no-print-directory", "-n", "distclean"],
+def make_dry_run(target: str) -> str:
+    """What ``make -n TARGET`` would run, outside any enclosing make."""
+    return subprocess.run(
+        ["make", "--no-print-directory", "-n", target],
         cwd=REPO_ROOT,
         env={k: v for k, v in os.environ.items() if not k.startswith("MAKE")},
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
         check=True,
-    )
-    assert dry.stdout.splitlines()[-1] == "bash scripts/distclean.sh"
-    assert "rm -rf .venv .venv-run" in dry.stdout
+    ).stdout
+
+
+def test_make_distclean_runs_make_clean_and_the_script() -> None:
+    dry = make_dry_run("distclean")
+    assert dry.splitlines()[-1] == "bash scripts/distclean.sh"
+    assert "rm -rf .venv .venv-run" in dry
 
 
 # --- make test-subset -------------------------------------------------------------------------
 
 
 def test_make_test_subset_says_at_both_ends_that_it_is_a_subset() -> None:
-    dry = subprocess.run(
-        ["make", "--no-print-directory", "-n", "test-subset"],
-        cwd=REPO_ROOT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MAKE")},
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=True,
-    )
-    banner = [line for line in dry.stdout.splitlines() if "!!! SUBSET" in line]
-    assert len(banner) == 2, dry.stdout
-    assert '-m "not system"' in dry.stdout
-    assert "install-system-deps" not in dry.stdout  # no `deps`: it installs nothing
+    dry = make_dry_run("test-subset")
+    banner = [line for line in dry.splitlines() if "!!! SUBSET" in line]
+    assert len(banner) == 2, dry
+    assert '-m "not system"' in dry
+    assert "install-system-deps" not in dry  # no `deps`: it installs nothing
 
 
 SYSTEM_TOOL_USES: Final = re.compile(
