@@ -46,8 +46,8 @@ $(RUN_BIN)/.installed: pyproject.toml
 run-venv: $(RUN_BIN)/.installed
 
 lint: venv
-	$(BIN)/ruff check proxy tests scripts examples adapters/flask
-	$(BIN)/ruff format --check proxy tests scripts examples adapters/flask
+	$(BIN)/ruff check proxy tests scripts examples adapters/flask adapters/django adapters/asgi
+	$(BIN)/ruff format --check proxy tests scripts examples adapters/flask adapters/django adapters/asgi
 	$(BIN)/mypy
 
 test: deps venv lint
@@ -90,6 +90,7 @@ soak: venv
 
 clean:
 	rm -rf $(VENV) $(RUN_VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf adapters/*/build adapters/*/*.egg-info
 
 # What `make test` left outside the repository (scripts/distclean.sh lists it); never a package.
 distclean: clean
