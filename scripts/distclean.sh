@@ -7,7 +7,7 @@
 #                                 (images, build cache) and exec root removed
 #   the base-image cache          debootstrap root filesystems and .debs
 #                                 (these two: about 2.6 GB after a first `make test` as root)
-#   ~/.cache/session-sidecar      the tests' copy of make run's .venv-run, the Express install
+#   ~/.cache/session-sidecar      the tests' copy of make run's .venv-run
 #   $TMPDIR/session-sidecar-adapters-go   the adapter tests' Go caches
 #
 # The same variables as the scripts that made them: SIDECAR_DOCKER_DATA_ROOT,
@@ -62,7 +62,7 @@ remove "$DATA_ROOT" "the project's Docker engine: images and build cache"
 remove "$EXEC_ROOT" "the project's Docker engine: run state"
 remove "$SOCKET" "the project's Docker engine: its socket"
 remove "$CACHE_DIR" "base-image cache: debootstrap root filesystems and .debs"
-remove "$USER_CACHE" "the tests' make run environment and Express install"
+remove "$USER_CACHE" "the tests' copy of make run's environment"
 remove "$GO_CACHE" "the adapter tests' Go caches"
 echo "installed packages are left as they are; 'make deps' printed the command that removes them"
 exit "$failed"

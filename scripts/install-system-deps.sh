@@ -9,6 +9,8 @@ set -euo pipefail
 
 need=()
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+# Debian's nodejs comes without npm (NodeSource's has it): the Express adapter test packs with it.
+command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)

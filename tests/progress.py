@@ -23,5 +23,7 @@ def announce(request: pytest.FixtureRequest, text: str) -> None:
     capture = plugins.get_plugin("capturemanager")
     paused = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
     with paused:
+        if reporter._tw.width_of_current_line:  # -q's dots: end their line first
+            reporter.write("\n")
         reporter.write_line(f"{PREFIX} {text}")
         reporter.flush()

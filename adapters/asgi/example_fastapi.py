@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from example_starlette import ReportWrites, apply_change, describe
-from fastapi import Body, FastAPI, Request, Response
+from example_starlette import ReportWrites, apply_change, describe, greet
+from fastapi import Body, FastAPI, Request, Response, WebSocket
 from session_sidecar_asgi import SET_HEADER, SidecarSessionMiddleware
 
 app = FastAPI()
@@ -39,3 +39,8 @@ async def update_session(
 async def raw_set(request: Request, response: Response) -> dict[str, bool]:
     response.headers[SET_HEADER] = (await request.body()).decode()
     return {"ok": True}
+
+
+@app.websocket("/ws")
+async def websocket(websocket: WebSocket) -> None:
+    await greet(websocket)

@@ -4,8 +4,9 @@ tests/integration/test_adapters.py (example_fastapi.py is the same app in FastAP
 Routes: ``GET /session`` shows what the app read; ``POST /update`` changes the session with a
 JSON body ``{"clear": true, "delete": [k], "set": {k: v}, "append": {k: item},
 "nested": [[k, sub, v]]}`` (``append`` and ``nested`` change values in place); ``POST /raw-set``
-writes its body as ``X-Set-Session`` itself (the adapter leaves it alone). Every response says
-in ``X-Adapter-Wrote`` which session header was sent. Run:
+writes its body as ``X-Set-Session`` itself (the adapter leaves it alone); the WebSocket
+``/ws`` sets ``"ws": "accepted"`` in the session before it accepts, says hello and closes.
+Every response says in ``X-Adapter-Wrote`` which session header was sent. Run:
 ``uvicorn --host 127.0.0.1 --port 8001 example_starlette:app``.
 """
 
@@ -29,7 +30,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 
 def describe(request: Request) -> dict[str, Any]:
@@ -74,6 +76,13 @@ async def raw_set(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True}, headers={SET_HEADER: body})
 
 
+async def greet(websocket: WebSocket) -> None:
+    websocket.session["ws"] = "accepted"  # goes out on the 101, as a cookie from the proxy
+    await websocket.accept()
+    await websocket.send_text("hello")
+    await websocket.close()
+
+
 class ReportWrites:
     """Copies the session header the adapter wrote into ``X-Adapter-Wrote``, which the proxy
     passes on (it never passes the session headers). Outside the adapter, so it sees it."""
@@ -100,6 +109,7 @@ app = Starlette(
         Route("/session", show_session),
         Route("/update", update_session, methods=["POST"]),
         Route("/raw-set", raw_set, methods=["POST"]),
+        WebSocketRoute("/ws", greet),
     ],
     middleware=[Middleware(ReportWrites), Middleware(SidecarSessionMiddleware)],
 )

@@ -1,20 +1,27 @@
-"""The drop-in adapters (adapters/) in real framework apps behind the real proxy (issue 9).
+"""The drop-in adapters (adapters/) in real framework apps behind the real proxy (issues 9, 18).
 
-Each adapter's example app (Flask under gunicorn, Express under Node, Go's net/http) runs on
-loopback behind the proxy. The apps report in ``X-Adapter-Wrote`` which session header the
-adapter sent (the proxy never passes the session headers on), so a test can check both what
-the adapter wrote and what the proxy made of it.
+Each adapter is installed the way its users install it, into an environment of its own, and its
+example app runs on loopback behind the proxy:
 
-Express is installed with npm once into ``~/.cache/session-sidecar/npm/express-<version>``
-(outside the repository, under a lock, with a marker file); Go builds offline with its caches
-under the temporary directory.
+- Flask, Django and ASGI (Starlette, FastAPI): a fresh venv, ``pip install`` of a copy of the
+  adapter's folder (so no build/ is left in the checkout) with the framework and its server,
+  and no warning from the build; the example app from a folder of its own, under gunicorn or
+  uvicorn;
+- Express: ``npm pack`` of adapters/express, and the tarball installed with express into a
+  temporary project (a folder install would be only a symlink);
+- Go: a module of its own whose go.mod is adapters/README.md's, ``require`` and ``replace``,
+  built offline with its caches under the temporary directory.
+
+The apps report in ``X-Adapter-Wrote`` which session header the adapter sent (the proxy never
+passes the session headers on), so a test can check both what the adapter wrote and what the
+proxy made of it.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,90 +38,163 @@ import pytest
 
 from tests.integration.backends import REPO_ROOT, free_port
 from tests.integration.log_watch import WATCH
-from tests.integration.processes import ManagedProcess
-from tests.integration.proxy_client import CookieClient, Reply, chunk_cookies, compact
+from tests.integration.processes import ManagedProcess, scratch_dir
+from tests.integration.proxy_client import (
+    CookieClient,
+    RawConnection,
+    Reply,
+    chunk_cookies,
+    compact,
+    parse_set_cookie,
+)
 from tests.integration.sidecar import RunningProxy, base_config
+from tests.progress import announce
 
 pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 ADAPTERS_DIR: Final = REPO_ROOT / "adapters"
-ADAPTERS: Final = ("flask", "express", "go")
+ADAPTERS: Final = ("flask", "express", "go", "django", "starlette", "fastapi")
 EXPRESS_VERSION: Final = "4.21.2"
-NPM_PREFIX: Final = (
-    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    / "session-sidecar"
-    / "npm"
-    / f"express-{EXPRESS_VERSION}"
-)
 STARTUP_TIMEOUT: Final = 30.0
+INSTALL_TIMEOUT: Final = 300.0
 BIG: Final = 12345678901234567890
 #: Long enough that a one-key patch is shorter than the whole session.
 PADDING: Final = "p" * 60
+#: What setuptools prints when a pyproject uses what it deprecates (issue 18).
+BUILD_WARNINGS: Final = re.compile(r"BuildBackendWarning|SetuptoolsDeprecationWarning|deprecated")
 
 
-# --- the apps ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PythonApp:
+    """A Python adapter's example: the folder pip installs, what else it needs from PyPI, the
+    example's files, and the server that runs it."""
+
+    folder: str
+    requirements: tuple[str, ...]
+    files: tuple[str, ...]
+    server: tuple[str, ...]
 
 
-class AdapterApp(ManagedProcess):
-    def __init__(self, process: subprocess.Popen[bytes], log_path: Path, port: int) -> None:
-        super().__init__(process, log_path)
-        self.url = f"http://127.0.0.1:{port}"
+def gunicorn(target: str) -> tuple[str, ...]:
+    # gunicorn 27 opens a control socket under ~/.gunicorn, shared by every instance.
+    return ("gunicorn", "--threads", "4", "--no-control-socket", "-b", "127.0.0.1:{port}", target)
 
 
-def express_node_modules() -> Path:
-    """Install express once per machine, outside the repository; return its node_modules."""
-    marker = NPM_PREFIX / ".installed"
-    if not marker.exists():
-        NPM_PREFIX.mkdir(parents=True, exist_ok=True)
-        with (NPM_PREFIX / ".lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not marker.exists():
-                npm = shutil.which("npm")
-                assert npm is not None, "npm is not on PATH; `make deps` installs it"
-                install = [npm, "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund"]
-                subprocess.run(
-                    [*install, "--ignore-scripts", f"express@{EXPRESS_VERSION}"],
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    check=True,
-                    timeout=300,
-                )
-                marker.touch()
-    return NPM_PREFIX / "node_modules"
+def uvicorn(target: str) -> tuple[str, ...]:
+    return ("uvicorn", "--host", "127.0.0.1", "--port", "{port}", target)
 
 
-def build_go_example(workdir: Path) -> Path:
-    go = shutil.which("go")
-    assert go is not None, "go is not on PATH; `make deps` installs it"
-    binary = workdir / "go-example"
-    build = subprocess.run(
-        [go, "build", "-o", str(binary), "."],
-        cwd=ADAPTERS_DIR / "go" / "example",
-        env=go_env(),
+PYTHON_APPS: Final = {
+    "flask": PythonApp(
+        "flask", ("gunicorn>=27",), ("example_app.py",), gunicorn("example_app:app")
+    ),
+    "django": PythonApp(
+        "django",
+        ("gunicorn>=27",),
+        ("example_project.py",),
+        gunicorn("example_project:application"),
+    ),
+    "starlette": PythonApp(
+        "asgi",
+        ("starlette", "uvicorn", "websockets"),
+        ("example_starlette.py",),
+        uvicorn("example_starlette:app"),
+    ),
+    "fastapi": PythonApp(
+        "asgi",
+        ("fastapi", "uvicorn", "websockets"),
+        ("example_starlette.py", "example_fastapi.py"),
+        uvicorn("example_fastapi:app"),
+    ),
+}
+
+
+# --- installing each adapter as its users do --------------------------------------------------
+
+
+def install(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run an installer; fail with its output if it fails; return what it printed."""
+    done = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         check=False,
-        timeout=300,
+        timeout=INSTALL_TIMEOUT,
     )
-    assert build.returncode == 0, f"go build of adapters/go/example failed:\n{build.stderr}"
-    return binary
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"`{' '.join(argv)}` failed:\n{output[-4000:]}"
+    return output
 
 
-def app_command(adapter: str, port: int, workdir: Path) -> tuple[list[str], dict[str, str]]:
-    if adapter == "flask":
-        flask_dir = str(ADAPTERS_DIR / "flask")
-        command = [sys.executable, "-m", "gunicorn", "--chdir", flask_dir, "--pythonpath"]
-        command += [flask_dir, "-b", f"127.0.0.1:{port}", "--threads", "4"]
-        # gunicorn 27 opens a control socket under ~/.gunicorn, shared by every instance.
-        command += ["--no-control-socket", "example_app:app"]
-        return command, {}
-    if adapter == "express":
-        node = shutil.which("node")
-        assert node is not None, "node is not on PATH; `make deps` installs it"
-        script = str(ADAPTERS_DIR / "express" / "example" / "app.js")
-        return [node, script], {"NODE_PATH": str(express_node_modules())}
-    return [str(build_go_example(workdir))], {}
+def clean_env() -> dict[str, str]:
+    """This environment without what points Python at this checkout or the test venv."""
+    drop = {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def python_app(adapter: str, workdir: Path) -> list[str]:
+    """A fresh venv with the adapter pip-installed, the example beside it; the server's argv."""
+    app = PYTHON_APPS[adapter]
+    shutil.copytree(
+        ADAPTERS_DIR / app.folder,
+        workdir / app.folder,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "example_*"),
+    )
+    install([sys.executable, "-m", "venv", "venv"], workdir)
+    pip = [str(workdir / "venv" / "bin" / "pip"), "install", "--disable-pip-version-check"]
+    output = install([*pip, f"./{app.folder}", *app.requirements], workdir, clean_env())
+    assert not BUILD_WARNINGS.search(output), output
+    for name in app.files:
+        shutil.copy(ADAPTERS_DIR / app.folder / name, workdir / name)
+    program, *args = app.server
+    return [str(workdir / "venv" / "bin" / program), *args]
+
+
+def express_app(workdir: Path) -> list[str]:
+    """``npm pack`` of the adapter, installed with express into a project; its example app."""
+    npm = shutil.which("npm")
+    node = shutil.which("node")
+    assert npm and node, "npm and node are not on PATH; `make deps` installs them"
+    packed = install(
+        [npm, "pack", "--json", "--pack-destination", str(workdir), str(ADAPTERS_DIR / "express")],
+        workdir,
+    )
+    (tarball,) = [entry["filename"] for entry in json.loads(packed[packed.index("[") :])]
+    (workdir / "package.json").write_text('{"name": "app", "version": "1.0.0", "private": true}')
+    npm_install = [
+        npm,
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--prefer-offline",
+        "--ignore-scripts",
+    ]
+    install([*npm_install, f"./{tarball}", f"express@{EXPRESS_VERSION}"], workdir)
+    installed = workdir / "node_modules" / "session-sidecar-express"
+    assert installed.is_dir() and not installed.is_symlink()
+    shutil.copy(ADAPTERS_DIR / "express" / "example" / "app.js", workdir / "app.js")
+    return [node, "app.js"]
+
+
+def go_app(workdir: Path) -> list[str]:
+    """A module of its own with adapters/README.md's go.mod lines, built offline."""
+    go = shutil.which("go")
+    assert go is not None, "go is not on PATH; `make deps` installs it"
+    (workdir / "go.mod").write_text(documented_go_mod())
+    shutil.copy(ADAPTERS_DIR / "go" / "example" / "main.go", workdir / "main.go")
+    install([go, "build", "-o", "app", "."], workdir, go_env())
+    return [str(workdir / "app")]
+
+
+def documented_go_mod() -> str:
+    """adapters/README.md's go.mod, with this checkout where it says where the checkout is."""
+    readme = (ADAPTERS_DIR / "README.md").read_text()
+    (go_mod,) = re.findall(r"```go-mod\n(.*?)```", readme, re.DOTALL)
+    assert isinstance(go_mod, str) and "/path/to/session-sidecar" in go_mod
+    return go_mod.replace("/path/to/session-sidecar", str(REPO_ROOT))
 
 
 def go_env() -> dict[str, str]:
@@ -129,11 +210,24 @@ def go_env() -> dict[str, str]:
     }
 
 
-def start_app(adapter: str) -> AdapterApp:
-    workdir = Path(tempfile.mkdtemp(prefix=f"sidecar-adapter-{adapter}-"))
+def app_command(adapter: str, workdir: Path) -> list[str]:
+    if adapter in PYTHON_APPS:
+        return python_app(adapter, workdir)
+    if adapter == "express":
+        return express_app(workdir)
+    return go_app(workdir)
+
+
+class AdapterApp(ManagedProcess):
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path, port: int) -> None:
+        super().__init__(process, log_path)
+        self.url = f"http://127.0.0.1:{port}"
+
+
+def start_app(adapter: str, workdir: Path) -> AdapterApp:
     port = free_port()
-    command, extra_env = app_command(adapter, port, workdir)
-    env = {**os.environ, **extra_env, "HOST": "127.0.0.1", "PORT": str(port)}
+    command = [arg.format(port=port) for arg in app_command(adapter, workdir)]
+    env = {**clean_env(), "HOST": "127.0.0.1", "PORT": str(port)}
     log_path = workdir / "app.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -154,6 +248,16 @@ def start_app(adapter: str) -> AdapterApp:
     raise AssertionError(f"the {adapter} app did not answer /healthz:\n{app.output()}")
 
 
+INSTALLS: Final = {
+    "flask": "pip install ./adapters/flask into a fresh venv (usually 5 to 10 s)",
+    "django": "pip install ./adapters/django into a fresh venv (usually 5 to 10 s)",
+    "starlette": "pip install ./adapters/asgi with Starlette into a fresh venv (usually 5 to 10 s)",
+    "fastapi": "pip install ./adapters/asgi with FastAPI into a fresh venv (usually 5 to 15 s)",
+    "express": "npm pack, then npm install of the tarball and express (usually 5 s)",
+    "go": "a module of its own with require and replace, go build (usually 5 to 30 s)",
+}
+
+
 @pytest.fixture(scope="module", params=ADAPTERS)
 def adapter(request: pytest.FixtureRequest) -> str:
     name: str = request.param
@@ -161,8 +265,15 @@ def adapter(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def proxy(adapter: str) -> Iterator[RunningProxy]:
-    with start_app(adapter) as app, WATCH.start_proxy(base_config(app.url)) as running:
+def app(adapter: str, request: pytest.FixtureRequest) -> Iterator[AdapterApp]:
+    announce(request, f"adapter {adapter}: {INSTALLS[adapter]}")
+    with start_app(adapter, scratch_dir(f"sidecar-adapter-{adapter}-")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def proxy(app: AdapterApp) -> Iterator[RunningProxy]:
+    with WATCH.start_proxy(base_config(app.url)) as running:
         yield running
 
 
@@ -393,6 +504,91 @@ def test_a_nested_member_removed_by_replacing_its_object_is_patched_as_null(
     seed(client, {"user": "alice", "prefs": {"theme": "dark", "lang": "en"}, "pad": PADDING})
     assert patch_of(update(client, set={"prefs": {"theme": "dark"}})) == {"prefs": {"lang": None}}
     assert seen(client)["session"]["prefs"] == {"theme": "dark"}
+
+
+# --- Django's session API ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def django_client(adapter: str, client: CookieClient) -> CookieClient:
+    if adapter != "django":
+        pytest.skip("Django's own session methods")
+    return client
+
+
+def test_django_flush_as_logout_calls_it_clears_the_session(django_client: CookieClient) -> None:
+    seed(django_client, {"user": "alice", "cart": [1]})
+    assert update(django_client, flush=True) == "X-Set-Session {}"
+    assert seen(django_client)["status"] == "absent"
+
+
+def test_django_auth_logout_clears_the_session(django_client: CookieClient) -> None:
+    seed(django_client, {"user": "alice"})
+    reply = django_client.request("POST", "/logout")
+    assert (reply.status, wrote(reply)) == (200, "X-Set-Session {}")
+    assert seen(django_client)["session"] == {}
+
+
+def test_django_cycle_key_as_login_calls_it_keeps_the_data(django_client: CookieClient) -> None:
+    seed(django_client, {"user": "alice", "pad": PADDING})
+    assert patch_of(update(django_client, cycle=True, set={"step": 2})) == {"step": 2}
+    assert seen(django_client)["session"] == {"user": "alice", "pad": PADDING, "step": 2}
+
+
+# --- straight to the app, as something that is not the proxy -----------------------------------
+
+#: The adapters written with the contract's "anything but valid is no session" in their reader.
+#: Flask, Express and Go read X-Session whatever the status; issue 16 (signed assertions) is
+#: where a forged header is refused for them.
+STATUS_CHECKED: Final = ("django", "starlette", "fastapi")
+
+
+def direct(app: AdapterApp, path: str, headers: dict[str, str]) -> tuple[dict[str, Any], Any]:
+    request = urllib.request.Request(f"{app.url}{path}", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read()), response.headers
+
+
+@pytest.mark.parametrize("status", ["absent", "expired", "invalid", "revoked", "unheard-of"])
+def test_a_status_other_than_valid_is_no_session(
+    adapter: str, app: AdapterApp, status: str
+) -> None:
+    if adapter not in STATUS_CHECKED:
+        pytest.skip(f"the {adapter} adapter reads X-Session whatever the status (issue 16)")
+    shown, _ = direct(app, "/session", {"X-Session": '{"user":"root"}', "X-Session-Status": status})
+    assert (shown["status"], shown["session"]) == (status, {})
+
+
+def test_a_response_the_session_went_into_varies_on_cookie(adapter: str, app: AdapterApp) -> None:
+    if adapter not in STATUS_CHECKED:
+        pytest.skip(f"the {adapter} adapter leaves Vary to the proxy (issue 14)")
+    headers = {"X-Session": '{"user":"alice"}', "X-Session-Status": "valid"}
+    shown, response_headers = direct(app, "/session", headers)
+    assert shown["session"] == {"user": "alice"}
+    assert [v.strip() for v in ",".join(response_headers.get_all("Vary")).split(",")] == ["Cookie"]
+
+
+# --- ASGI: a WebSocket's session ---------------------------------------------------------------
+
+WEBSOCKET_HANDSHAKE: Final = (
+    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def test_asgi_a_session_set_before_a_websocket_accept_is_a_cookie_on_the_101(
+    adapter: str, proxy: RunningProxy
+) -> None:
+    if adapter not in ("starlette", "fastapi"):
+        pytest.skip("the example's /ws route is the ASGI adapter's")
+    with RawConnection(proxy.port) as connection:
+        connection.send(WEBSOCKET_HANDSHAKE)
+        head = connection.read_head()
+    assert head.status == 101, head
+    chunks = chunk_cookies([parse_set_cookie(v) for v in head.header_values("Set-Cookie")])
+    with CookieClient(proxy.url) as client:
+        client.take(list(chunks.values()))
+        assert seen(client)["session"] == {"ws": "accepted"}
 
 
 # --- the adapters' own checks -----------------------------------------------------------------

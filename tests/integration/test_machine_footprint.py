@@ -294,6 +294,8 @@ import time
 import pytest
 from tests.progress import announce
 
+def test_before(): pass
+
 @pytest.fixture(scope="module")
 def slow(request):
     announce(request, "building something slow (usually 1 s)")
@@ -322,5 +324,6 @@ def test_a_slow_phase_is_announced_on_a_line_of_its_own_under_pytest_q(tmp_path:
     )
     assert done.returncode == 0, done.stdout
     lines = done.stdout.splitlines()
-    assert "[make test] building something slow (usually 1 s)" in lines
+    assert lines[0] == "."  # the dot of the test before it, on a line of its own
+    assert lines[1] == "[make test] building something slow (usually 1 s)"
     assert "captured, never shown" not in done.stdout

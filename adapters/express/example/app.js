@@ -5,12 +5,13 @@
 // body {"clear": true, "delete": [k], "set": {k: v}, "append": {k: item}, "nested": [[k, sub, v]]};
 // POST /raw-set writes its body as X-Set-Session itself (the adapter leaves it alone). Every
 // response says in X-Adapter-Wrote which session header was sent ("X-Patch-Session {...}",
-// "X-Set-Session {...}" or "none"). Run: npm install express && HOST=127.0.0.1 PORT=8002 node app.js
+// "X-Set-Session {...}" or "none"). Run, in this folder: npm install && HOST=127.0.0.1 PORT=8002 node app.js
+// (package.json: express, and the adapter from the folder above under its package name).
 
 'use strict';
 
 const express = require('express');
-const sessionSidecar = require('../session-sidecar');
+const sessionSidecar = require('session-sidecar-express');
 
 const app = express();
 

@@ -1,7 +1,8 @@
-module sidecarsession/example
+module github.com/session-sidecar/session-sidecar/adapters/go/example
 
 go 1.19
 
-require sidecarsession v0.0.0
+require github.com/session-sidecar/session-sidecar/adapters/go/sidecarsession v0.0.0
 
-replace sidecarsession => ../sidecarsession
+// The adapter from this checkout (adapters/README.md says why a replace is needed).
+replace github.com/session-sidecar/session-sidecar/adapters/go/sidecarsession => ../sidecarsession

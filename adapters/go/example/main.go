@@ -16,7 +16,7 @@ import (
 	"net/http"
 	"os"
 
-	"sidecarsession"
+	"github.com/session-sidecar/session-sidecar/adapters/go/sidecarsession"
 )
 
 type update struct {
