@@ -48,6 +48,7 @@ from tests.integration.proxy_client import (
     parse_set_cookie,
 )
 from tests.integration.sidecar import RunningProxy, base_config
+from tests.integration.test_machine_footprint import BUILD_WARNINGS
 from tests.progress import announce
 
 pytestmark = [pytest.mark.integration, pytest.mark.system]
@@ -60,8 +61,6 @@ INSTALL_TIMEOUT: Final = 300.0
 BIG: Final = 12345678901234567890
 #: Long enough that a one-key patch is shorter than the whole session.
 PADDING: Final = "p" * 60
-#: What setuptools prints when a pyproject uses what it deprecates (issue 18).
-BUILD_WARNINGS: Final = re.compile(r"BuildBackendWarning|SetuptoolsDeprecationWarning|deprecated")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -157,6 +158,43 @@ def readme_section(heading: str) -> str:
     start = text.index(f"## {heading}")
     end = text.find("\n## ", start + 1)
     return text[start : end if end != -1 else None]
+
+
+# --- pip install ------------------------------------------------------------------------------
+
+#: What setuptools prints when a pyproject uses what it deprecates.
+BUILD_WARNINGS: Final = re.compile(r"BuildBackendWarning|SetuptoolsDeprecationWarning|deprecated")
+
+
+def test_building_the_project_prints_no_deprecation_warning(tmp_path: Path) -> None:
+    """What ``pip install -e .`` (make venv, make run) builds with, on a copy of the project:
+    setuptools' license banners were four per install (the adapters' builds are checked in
+    test_adapters.py as they are installed)."""
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    shutil.copytree(
+        REPO_ROOT / "proxy", tmp_path / "proxy", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-w",
+            str(tmp_path / "wheels"),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert not BUILD_WARNINGS.search(output), output
 
 
 # --- make distclean ---------------------------------------------------------------------------
