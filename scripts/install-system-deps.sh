@@ -61,9 +61,9 @@ names() { cut -d= -f1 | LC_ALL=C sort -u; }
 
 export DEBIAN_FRONTEND=noninteractive
 before="$(packages)"
-echo "[make deps] apt-get update: the package lists (usually 5 to 20 s)"
+echo "[make deps] apt-get update: the package lists (usually under 30 s)"
 apt_step apt-get update -q
-echo "[make deps] apt-get install ${need[*]}, and their dependencies (usually 1 to 2 min, 1.3 GB on a fresh machine)"
+echo "[make deps] apt-get install ${need[*]}, and their dependencies (usually 40 to 80 s, 1.3 GB on a fresh machine)"
 apt_step apt-get install -y -q "${need[@]}"
 after="$(packages)"
 changed="$(LC_ALL=C comm -13 <(echo "$before") <(echo "$after") | names)"

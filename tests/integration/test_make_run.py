@@ -111,6 +111,7 @@ def test_make_run_serves_from_an_environment_with_only_the_runtime_dependencies(
     assert _tree_bytes(RUN_VENV) < MAX_RUN_VENV_BYTES
 
 
+@pytest.mark.system  # the README's examples use curl, which `make deps` installs
 @pytest.mark.usefixtures("first_run_announced")
 def test_the_readmes_encode_and_decode_work_as_written_after_a_plain_make_run(
     tmp_path: Path,
