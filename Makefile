@@ -28,7 +28,7 @@ deps:
 	@bash scripts/install-system-deps.sh
 
 $(BIN)/.installed: pyproject.toml
-	@echo "[make venv] $(VENV): the project and its test extras from PyPI (usually 1 to 2 min, 480 MB)"
+	@echo "[make venv] $(VENV): the project and its test extras from PyPI (usually 20 s with pip's cache warm, longer the first time; 490 MB)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
