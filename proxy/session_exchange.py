@@ -101,6 +101,10 @@ class Outbound:
 
 
 _UNCHANGED = Outbound(Change.NONE)
+#: The reason names no index and no value: both came from the client.
+_CONFLICTING_CHUNKS = DecodeResult(
+    SessionState.INVALID, reason="a chunk cookie sent twice with different values"
+)
 
 
 class SessionExchange:
@@ -117,16 +121,28 @@ class SessionExchange:
         """The request's session. With ``decode`` False (an upstream that does not receive the
         session) the chunks are only split off, never verified: the session counts as absent.
 
-        With ``migrate:`` on, legacy cookies are always split off (never forwarded); they are
-        read only when the request carries no session of the proxy's own, which always wins."""
+        A chunk index sent twice with different values makes the session invalid, whichever
+        index it is: neither value can be trusted (one may have been tossed in from a sibling
+        domain), and dropping both could leave "no session" for a legacy cookie to fill.
+
+        With ``migrate:`` on, legacy cookies are always split off (never forwarded). They are
+        read only when the request carries no chunk cookie of the proxy's own (emptied ones,
+        chunk 0 among them, are the deleted-session marker and count as none)."""
         split = split_cookie_header(cookie_header, self.cookie_name)
-        result = self.codec.decode(split.chunks) if decode else ABSENT
+        if not decode:
+            result = ABSENT
+        elif split.conflicts:
+            result = _CONFLICTING_CHUNKS
+        else:
+            result = self.codec.decode(split.chunks)
         if self.legacy is None:
             return Inbound(split, result)
         legacy = split_legacy_cookies(split.others, self.legacy.names)
         split.others = legacy.others
         carried = tuple(sorted({*legacy.values, *legacy.conflicts}))
         if not carried or not decode or result.state is not SessionState.ABSENT:
+            return Inbound(split, result, legacy_names=carried)
+        if any(split.chunks.values()):  # a chunk of the proxy's own, not the deleted marker
             return Inbound(split, result, legacy_names=carried)
         old = self.legacy.read(legacy.values, legacy.conflicts)
         result = DecodeResult(old.state, old.payload, old.issued_at, reason=old.reason)

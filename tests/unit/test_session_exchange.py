@@ -6,6 +6,9 @@ import base64
 import json
 import os
 
+from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
+
 from proxy.config import Config, parse_config
 from proxy.proxy_state import codec_from_config
 from proxy.session_codec import SessionCodec, SessionState
@@ -29,10 +32,13 @@ def make_config(
     secrets: tuple[str, ...] = (NEW_SECRET,),
     cookie: str = "{chunk_size: 256, max_chunks: 12}",
     session: str = "{compress: false}",
+    migrate: str = "",
 ) -> Config:
     env = {f"SECRET_{i}": s for i, s in enumerate(secrets)}
     text = "secrets:\n" + "".join(f"  - ${{SECRET_{i}}}\n" for i in range(len(secrets)))
     text += f"cookie: {cookie}\nsession: {session}\n"
+    if migrate:
+        text += f"migrate: {migrate}\n"
     text += "upstreams:\n  - url: http://127.0.0.1:8001\n"
     return parse_config(text, env=env)
 
@@ -392,3 +398,102 @@ def test_a_patched_session_past_the_limit_overflows_with_the_old_one_kept() -> N
     outbound = exchange.outbound(inbound, [], T0, [json.dumps({"blob": "x" * 200})])
     assert outbound.change is Change.OVERFLOW
     assert outbound.set_cookies == ()
+
+
+# --- duplicated chunks ------------------------------------------------------------------------
+
+
+def test_chunk_0_sent_twice_with_different_values_is_invalid_not_absent() -> None:
+    exchange = make_exchange()
+    inbound = exchange.inbound("session.0=junk; " + cookie_header(exchange, USER))
+    assert inbound.state is SessionState.INVALID
+    assert inbound.payload == "{}"
+
+
+def test_a_conflict_at_any_chunk_index_is_invalid_even_past_the_sessions_count() -> None:
+    exchange = make_exchange()
+    inbound = exchange.inbound(cookie_header(exchange, USER) + "; session.5=a; session.5=b")
+    assert inbound.state is SessionState.INVALID
+
+
+def test_the_same_chunk_value_twice_is_not_a_conflict() -> None:
+    exchange = make_exchange()
+    header = cookie_header(exchange, USER)
+    inbound = exchange.inbound(f"{header}; {header}")
+    assert (inbound.state, inbound.payload) == (SessionState.VALID, USER)
+
+
+def test_the_conflict_reason_quotes_no_cookie_content() -> None:
+    inbound = make_exchange().inbound("session.0=secretvalue; session.0=othervalue")
+    assert inbound.reason == "a chunk cookie sent twice with different values"
+
+
+# --- migration --------------------------------------------------------------------------------
+
+FLASK_KEY = "exchange-flask-secret-key"
+MIGRATE = f"{{format: flask, secret_keys: [{FLASK_KEY}]}}"
+
+
+def flask_cookie(session: dict[str, object]) -> str:
+    app = Flask(__name__)
+    app.secret_key = FLASK_KEY
+    serializer = SecureCookieSessionInterface().get_signing_serializer(app)
+    assert serializer is not None
+    value: str = serializer.dumps(session)
+    return value
+
+
+def migrating_exchange(migrate: str = MIGRATE) -> SessionExchange:
+    return make_exchange(make_config(migrate=migrate))
+
+
+def test_a_legacy_session_migrates_when_no_chunk_cookie_came() -> None:
+    inbound = migrating_exchange().inbound("session=" + flask_cookie({"user": 9}))
+    assert (inbound.state, inbound.payload, inbound.migrated) == (
+        SessionState.VALID,
+        '{"user":9}',
+        "flask",
+    )
+    assert inbound.legacy_names == ("session",)
+
+
+def test_a_legacy_session_never_fills_the_gap_a_conflicting_chunk_0_leaves() -> None:
+    exchange = migrating_exchange()
+    header = f"session.0=junk; session={flask_cookie({'user': 'attacker'})}; "
+    inbound = exchange.inbound(header + cookie_header(exchange, USER))
+    assert (inbound.state, inbound.migrated) == (SessionState.INVALID, "")
+    assert inbound.legacy_names == ("session",)  # still expired by the response
+
+
+def test_an_emptied_chunk_0_alone_counts_as_no_session_of_the_proxys_own() -> None:
+    inbound = migrating_exchange().inbound("session.0=; session=" + flask_cookie({"user": 9}))
+    assert (inbound.state, inbound.migrated) == (SessionState.VALID, "flask")
+
+
+def test_emptied_chunks_with_chunk_0_among_them_count_as_none_too() -> None:
+    cookie = "session.0=; session.1=; session=" + flask_cookie({"user": 9})
+    inbound = migrating_exchange().inbound(cookie)
+    assert (inbound.state, inbound.migrated) == (SessionState.VALID, "flask")
+
+
+def test_a_chunk_with_a_value_beside_an_emptied_chunk_0_blocks_migration() -> None:
+    cookie = "session.0=; session.1=x; session=" + flask_cookie({"user": 9})
+    inbound = migrating_exchange().inbound(cookie)
+    assert (inbound.state, inbound.migrated, inbound.payload) == (SessionState.ABSENT, "", "{}")
+    assert inbound.legacy_names == ("session",)
+
+
+def test_the_proxys_own_valid_session_wins_over_a_legacy_one() -> None:
+    exchange = migrating_exchange()
+    inbound = exchange.inbound(cookie_header(exchange, USER) + "; session=" + flask_cookie({}))
+    assert (inbound.state, inbound.payload, inbound.migrated) == (SessionState.VALID, USER, "")
+    assert inbound.legacy_names == ("session",)
+
+
+def test_a_migrated_session_is_reissued_and_its_legacy_cookie_expired() -> None:
+    exchange = migrating_exchange()
+    inbound = exchange.inbound("session=" + flask_cookie({"user": 9}))
+    outbound = exchange.outbound(inbound, [], T0)
+    assert outbound.change is Change.MIGRATED
+    assert set_cookie_names(outbound.set_cookies) == ["session.0", "session"]
+    assert reread(exchange, outbound.set_cookies).payload == '{"user":9}'
