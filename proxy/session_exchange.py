@@ -127,7 +127,8 @@ class SessionExchange:
 
         With ``migrate:`` on, legacy cookies are always split off (never forwarded). They are
         read only when the request carries no chunk cookie of the proxy's own (emptied ones,
-        chunk 0 among them, are the deleted-session marker and count as none)."""
+        chunk 0 among them, are the deleted-session marker and count as none), and expired
+        by the response, except for an upstream that does not receive the session."""
         split = split_cookie_header(cookie_header, self.cookie_name)
         if not decode:
             result = ABSENT
@@ -139,10 +140,13 @@ class SessionExchange:
             return Inbound(split, result)
         legacy = split_legacy_cookies(split.others, self.legacy.names)
         split.others = legacy.others
+        if not decode:
+            # An upstream that never sees the session (a static file server, say) cannot take
+            # part in a migration: expiring the legacy cookie here would log the user out.
+            return Inbound(split, result)
         carried = tuple(sorted({*legacy.values, *legacy.conflicts}))
-        if not carried or not decode or result.state is not SessionState.ABSENT:
-            return Inbound(split, result, legacy_names=carried)
-        if any(split.chunks.values()):  # a chunk of the proxy's own, not the deleted marker
+        # A chunk with a value is the proxy's own, even when it made no session (not the marker).
+        if not carried or result.state is not SessionState.ABSENT or any(split.chunks.values()):
             return Inbound(split, result, legacy_names=carried)
         old = self.legacy.read(legacy.values, legacy.conflicts)
         result = DecodeResult(old.state, old.payload, old.issued_at, reason=old.reason)

@@ -22,21 +22,16 @@ raw client the ``Set-Cookie`` lines):
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote
 
 import pytest
-from flask import Flask
-from flask.sessions import SecureCookieSessionInterface
 
-from tests.adversarial.recording_upstream import Connection, RecordingUpstream
-from tests.adversarial.strict_http import Message
+from tests.adversarial.recording_upstream import RecordingUpstream
+from tests.integration.cookie_browser import Browser, Seen, flask_cookie
 from tests.integration.log_watch import WATCH
-from tests.integration.proxy_client import raw_request
 from tests.integration.sidecar import RunningProxy, base_config
 
 pytestmark = pytest.mark.integration
@@ -48,26 +43,6 @@ ATTACKER = {"user": "attacker"}
 LEGACY_EXPIRED = (
     "session=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax"
 )
-_IDS = itertools.count()
-
-
-def sets_session(conn: Connection, request: Message, payload: dict[str, object]) -> bytes | None:
-    """``?set=<json>``: answer with that ``X-Set-Session``; anything else: the default JSON."""
-    query = parse_qs(urlsplit(request.target).query)
-    if "set" not in query:
-        return None
-    body = json.dumps(payload).encode()
-    head = (
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nX-Set-Session: {query['set'][0]}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    with RecordingUpstream(responder=sets_session) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -80,64 +55,26 @@ def proxy(upstream: RecordingUpstream) -> Iterator[RunningProxy]:
 
 def legacy_cookie(session: Mapping[str, object]) -> str:
     """A cookie Flask itself signed with the app's key (what the attacker got by logging in)."""
-    app = Flask("legacy")
-    app.secret_key = FLASK_KEY
-    serializer = SecureCookieSessionInterface().get_signing_serializer(app)
-    assert serializer is not None
-    value: str = serializer.dumps(session)
-    WATCH.sensitive(value)
-    return value
+    return flask_cookie(FLASK_KEY, session)
 
 
-@dataclass
-class Seen:
-    """One request through the proxy: what its upstream got, what its client was told."""
-
-    status: str | None
-    session: object
-    migrated: str | None
-    cookie: str | None
-    set_cookies: list[str]
+@pytest.fixture
+def browser(proxy: RunningProxy, upstream: RecordingUpstream) -> Browser:
+    return Browser(proxy.port, upstream)
 
 
-def send(proxy: RunningProxy, upstream: RecordingUpstream, cookie: str, query: str = "") -> Seen:
-    target = f"/page?id=t{next(_IDS)}{query}"
-    reply = raw_request(
-        proxy.port, "GET", target, [("Host", "app.example.com"), ("Cookie", cookie)]
-    )
-    assert reply.status == 200, reply.body
-    upstream.wait_idle(1)
-    (request,) = [r for r in upstream.requests() if r.target == target]
-
-    def header(name: bytes) -> str | None:
-        value = request.header(name)
-        return None if value is None else value.decode("latin-1")
-
-    session = header(b"X-Session")
-    return Seen(
-        header(b"X-Session-Status"),
-        None if session is None else json.loads(session),
-        header(b"X-Session-Migrated"),
-        header(b"Cookie"),
-        reply.header_values("Set-Cookie"),
-    )
-
-
-def login(proxy: RunningProxy, upstream: RecordingUpstream, session: object) -> dict[int, str]:
+def login(browser: Browser, session: object) -> dict[int, str]:
     """Log in through the proxy; the chunk values the browser then holds, by index."""
-    seen = send(proxy, upstream, "", "&set=" + quote(json.dumps(session)))
-    chunks = {}
-    for line in seen.set_cookies:
-        pair = line.split(";", 1)[0]
-        name, _, value = pair.partition("=")
-        chunks[int(name.removeprefix("session."))] = value
+    browser.get("/login", None, "&respond=set-session&session=" + quote(json.dumps(session)))
+    chunks = {int(c.name.removeprefix("session.")): c.value or "" for c in browser.jar}
+    for value in chunks.values():
         WATCH.sensitive(value)
-    return chunks
+    return dict(sorted(chunks.items()))
 
 
 @pytest.fixture(scope="module")
 def victim(proxy: RunningProxy, upstream: RecordingUpstream) -> dict[int, str]:
-    chunks = login(proxy, upstream, VICTIM)
+    chunks = login(Browser(proxy.port, upstream), VICTIM)
     assert list(chunks) == [0]
     return chunks
 
@@ -146,7 +83,7 @@ def victim(proxy: RunningProxy, upstream: RecordingUpstream) -> dict[int, str]:
 def big_victim(proxy: RunningProxy, upstream: RecordingUpstream) -> dict[int, str]:
     """A victim whose session spans two chunks (256-byte chunks, incompressible data)."""
     blob = base64.b64encode(os.urandom(150)).decode("ascii")
-    chunks = login(proxy, upstream, {**VICTIM, "blob": blob})
+    chunks = login(Browser(proxy.port, upstream), {**VICTIM, "blob": blob})
     assert list(chunks) == [0, 1]
     return chunks
 
@@ -164,20 +101,20 @@ def assert_locked_out_not_fixed(seen: Seen) -> None:
 
 
 def test_the_victims_session_reaches_the_backend_untouched(
-    proxy: RunningProxy, upstream: RecordingUpstream, victim: dict[int, str]
+    browser: Browser, victim: dict[int, str]
 ) -> None:
-    seen = send(proxy, upstream, f"session.0={victim[0]}")
+    seen = browser.get("/page", f"session.0={victim[0]}")
     assert (seen.status, seen.session, seen.migrated) == ("valid", VICTIM, None)
     assert seen.set_cookies == []
 
 
 def test_a_tossed_chunk_0_and_legacy_cookie_never_fix_the_attackers_session(
-    proxy: RunningProxy, upstream: RecordingUpstream, victim: dict[int, str], attacker: str
+    browser: Browser, victim: dict[int, str], attacker: str
 ) -> None:
     # The attack exactly as found: junk chunk 0 first, the attacker's legacy cookie, then the
     # victim's own chunk 0.
     cookie = f"session.0=junk; session={attacker}; session.0={victim[0]}"
-    assert_locked_out_not_fixed(send(proxy, upstream, cookie))
+    assert_locked_out_not_fixed(browser.get("/page", cookie))
 
 
 @pytest.mark.parametrize(
@@ -204,30 +141,29 @@ def test_a_tossed_chunk_0_and_legacy_cookie_never_fix_the_attackers_session(
     ],
 )
 def test_every_conflicting_chunk_is_a_lockout_never_a_fixation(
-    proxy: RunningProxy,
-    upstream: RecordingUpstream,
+    browser: Browser,
     victim: dict[int, str],
     big_victim: dict[int, str],
     attacker: str,
     template: str,
 ) -> None:
     cookie = template.format(v0=victim[0], b0=big_victim[0], b1=big_victim[1], attacker=attacker)
-    assert_locked_out_not_fixed(send(proxy, upstream, cookie))
+    assert_locked_out_not_fixed(browser.get("/page", cookie))
 
 
 def test_a_lone_stray_chunk_beside_the_victims_session_changes_nothing(
-    proxy: RunningProxy, upstream: RecordingUpstream, victim: dict[int, str], attacker: str
+    browser: Browser, victim: dict[int, str], attacker: str
 ) -> None:
-    seen = send(proxy, upstream, f"session.1=junk; session={attacker}; session.0={victim[0]}")
+    seen = browser.get("/page", f"session.1=junk; session={attacker}; session.0={victim[0]}")
     assert (seen.status, seen.session, seen.migrated) == ("valid", VICTIM, None)
     assert seen.set_cookies == [LEGACY_EXPIRED]
 
 
 def test_the_same_chunk_value_twice_is_one_cookie_not_a_conflict(
-    proxy: RunningProxy, upstream: RecordingUpstream, victim: dict[int, str], attacker: str
+    browser: Browser, victim: dict[int, str], attacker: str
 ) -> None:
     cookie = f"session.0={victim[0]}; session={attacker}; session.0={victim[0]}"
-    seen = send(proxy, upstream, cookie)
+    seen = browser.get("/page", cookie)
     assert (seen.status, seen.session, seen.migrated) == ("valid", VICTIM, None)
     assert seen.set_cookies == [LEGACY_EXPIRED]
 
@@ -241,23 +177,19 @@ def test_the_same_chunk_value_twice_is_one_cookie_not_a_conflict(
     ids=["chunk-0-alone", "both-chunks-of-a-deleted-two-chunk-session"],
 )
 def test_emptied_chunks_count_as_no_session_and_the_users_legacy_one_migrates(
-    proxy: RunningProxy, upstream: RecordingUpstream, emptied: str, written: list[str]
+    browser: Browser, emptied: str, written: list[str]
 ) -> None:
     # A client that keeps expired cookies still sends the emptied chunks the proxy wrote at
     # logout: the deleted-session marker, no session of the proxy's own.
-    seen = send(proxy, upstream, f"{emptied}; session={legacy_cookie(VICTIM)}")
+    seen = browser.get("/page", f"{emptied}; session={legacy_cookie(VICTIM)}")
     assert (seen.status, seen.session, seen.migrated) == ("valid", VICTIM, "flask")
-    kinds = [
-        f"{c.split('=', 1)[0]} {'expired' if 'Max-Age=0' in c else 'live'}"
-        for c in seen.set_cookies
-    ]
-    assert kinds == written
+    assert seen.written == written
     assert seen.set_cookies[-1] == LEGACY_EXPIRED
 
 
 def test_a_proxy_chunk_with_a_value_beside_an_emptied_chunk_0_blocks_migration(
-    proxy: RunningProxy, upstream: RecordingUpstream, attacker: str
+    browser: Browser, attacker: str
 ) -> None:
-    seen = send(proxy, upstream, f"session.0=; session.1=junk; session={attacker}")
+    seen = browser.get("/page", f"session.0=; session.1=junk; session={attacker}")
     assert (seen.status, seen.session, seen.migrated) == ("absent", {}, None)
     assert seen.set_cookies == [LEGACY_EXPIRED]

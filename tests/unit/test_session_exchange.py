@@ -432,6 +432,7 @@ def test_the_conflict_reason_quotes_no_cookie_content() -> None:
 
 FLASK_KEY = "exchange-flask-secret-key"
 MIGRATE = f"{{format: flask, secret_keys: [{FLASK_KEY}]}}"
+EXPIRY = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; Secure; SameSite=Lax"
 
 
 def flask_cookie(session: dict[str, object]) -> str:
@@ -497,3 +498,18 @@ def test_a_migrated_session_is_reissued_and_its_legacy_cookie_expired() -> None:
     assert outbound.change is Change.MIGRATED
     assert set_cookie_names(outbound.set_cookies) == ["session.0", "session"]
     assert reread(exchange, outbound.set_cookies).payload == '{"user":9}'
+
+
+def test_an_upstream_without_the_session_neither_migrates_nor_expires_a_legacy_cookie() -> None:
+    exchange = migrating_exchange()
+    inbound = exchange.inbound("a=1; session=" + flask_cookie({"user": 9}), decode=False)
+    assert (inbound.state, inbound.migrated, inbound.legacy_names) == (SessionState.ABSENT, "", ())
+    assert inbound.cookies.others == "a=1"  # still never forwarded
+    assert exchange.outbound(inbound, [], T0).set_cookies == ()
+
+
+def test_every_legacy_cookie_carried_is_expired_whatever_became_of_the_session() -> None:
+    exchange = migrating_exchange()
+    for cookie in ("session=garbage", "session=", "session=" + flask_cookie({"user": 9})):
+        outbound = exchange.outbound(exchange.inbound(cookie), [], T0)
+        assert outbound.set_cookies[-1] == f"session=; Path=/; {EXPIRY}", cookie
