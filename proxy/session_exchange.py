@@ -116,6 +116,17 @@ class SessionExchange:
         self.refresh_after = config.session.refresh_after
         migrate = config.migrate
         self.legacy = LegacyReader(migrate, self.max_json_bytes) if migrate else None
+        #: Each legacy name's expiry, in the legacy cookie's own scope (``migrate.cookie_path``
+        #: and ``cookie_domain``): one with the proxy's scope would never reach it.
+        self.legacy_expired: dict[str, str] = {}
+        if migrate is not None:
+            scope = dataclasses.replace(
+                config.cookie, path=migrate.cookie_path, domain=migrate.cookie_domain
+            )
+            legacy_writer = SetCookieWriter(scope)
+            self.legacy_expired = {
+                n: legacy_writer.expired_named(n) for n in migrate.legacy_names()
+            }
 
     def inbound(self, cookie_header: str | None, decode: bool = True) -> Inbound:
         """The request's session. With ``decode`` False (an upstream that does not receive the
@@ -165,7 +176,7 @@ class SessionExchange:
         outbound = self._outbound(inbound, set_values, now, patch_values)
         if inbound.legacy_names and outbound.error_body is None:
             # Every legacy cookie the request carried goes, whatever became of the session.
-            expired = tuple(self.writer.expired_named(n) for n in inbound.legacy_names)
+            expired = tuple(self.legacy_expired[n] for n in inbound.legacy_names)
             return dataclasses.replace(outbound, set_cookies=outbound.set_cookies + expired)
         return outbound
 

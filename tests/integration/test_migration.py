@@ -246,3 +246,28 @@ def test_an_upstream_without_the_session_neither_migrates_nor_expires_the_legacy
         assert (seen.status, seen.session, seen.migrated) == ("valid", {"user": "zoë"}, "flask")
         assert seen.written == ["session.0 live", "session expired"]
         assert browser.names() == ["session.0"]
+
+
+def test_a_legacy_cookie_on_another_path_and_domain_is_expired_where_it_lives(
+    recording: RecordingUpstream,
+) -> None:
+    # Flask had SESSION_COOKIE_PATH=/shop and SESSION_COOKIE_DOMAIN=example.test. An expiry in
+    # the proxy's own scope (Path=/, host-only) would not reach it, and it would be migrated
+    # again after every logout for as long as migrate.max_age.
+    upstreams = [{"url": recording.url, "name": "app"}]
+    scope = {"cookie_path": "/shop", "cookie_domain": "example.test"}
+    with recording_proxy(recording, upstreams, **scope) as running:
+        browser = Browser(running.port, recording)
+        legacy = flask_cookie(FLASK_KEY, {"user": "zoë"})
+        browser.store("/shop", f"session={legacy}; Domain=example.test; Path=/shop; HttpOnly")
+        seen = browser.get("/shop/cart")
+        assert (seen.status, seen.migrated) == ("valid", "flask")
+        assert seen.set_cookies[-1] == (
+            "session=; Path=/shop; Domain=example.test; Max-Age=0; "
+            "Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax"
+        )
+        assert browser.names() == ["session.0"]
+        logout = browser.get("/shop/logout", query="&respond=set-session&session=%7B%7D")
+        assert logout.written == ["session.0 expired"]
+        seen = browser.get("/shop/cart")
+        assert (seen.status, seen.session, seen.migrated) == ("absent", {}, None)

@@ -513,3 +513,18 @@ def test_every_legacy_cookie_carried_is_expired_whatever_became_of_the_session()
     for cookie in ("session=garbage", "session=", "session=" + flask_cookie({"user": 9})):
         outbound = exchange.outbound(exchange.inbound(cookie), [], T0)
         assert outbound.set_cookies[-1] == f"session=; Path=/; {EXPIRY}", cookie
+
+
+def test_the_legacy_cookie_is_expired_in_flasks_scope_not_the_proxys() -> None:
+    config = make_config(cookie="{path: /app, domain: example.com}", migrate=MIGRATE)
+    exchange = make_exchange(config)
+    outbound = exchange.outbound(exchange.inbound("session=garbage"), [], T0)
+    assert outbound.set_cookies == (f"session=; Path=/; {EXPIRY}",)
+
+
+def test_the_legacy_cookie_is_expired_where_migrate_says_it_lives() -> None:
+    migrate = f"{{format: flask, secret_keys: [{FLASK_KEY}], cookie_path: /shop,"
+    migrate += " cookie_domain: example.com}"
+    exchange = migrating_exchange(migrate)
+    outbound = exchange.outbound(exchange.inbound("session=garbage"), [], T0)
+    assert outbound.set_cookies == (f"session=; Path=/shop; Domain=example.com; {EXPIRY}",)
