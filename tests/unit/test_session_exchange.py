@@ -528,3 +528,12 @@ def test_the_legacy_cookie_is_expired_where_migrate_says_it_lives() -> None:
     exchange = migrating_exchange(migrate)
     outbound = exchange.outbound(exchange.inbound("session=garbage"), [], T0)
     assert outbound.set_cookies == (f"session=; Path=/shop; Domain=example.com; {EXPIRY}",)
+
+
+def test_a_non_permanent_flask_session_still_gets_max_age_for_now() -> None:
+    # Known and documented (docs/migration.md, "Non-permanent sessions become persistent
+    # cookies"): keeping it a browser-session cookie needs a flag in the token.
+    exchange = migrating_exchange()
+    outbound = exchange.outbound(exchange.inbound("session=" + flask_cookie({"user": 9})), [], T0)
+    (live_cookie,) = [c for c in outbound.set_cookies if c.startswith("session.0=")]
+    assert "; Max-Age=1209600;" in live_cookie
