@@ -32,7 +32,7 @@ from aiohttp.streams import StreamReader
 
 from proxy.http_headers import new_request_id
 from proxy.proxy_exchange import Exchange
-from proxy.proxy_heads import json_head, request_head
+from proxy.proxy_heads import json_answer, request_head
 from proxy.proxy_state import ProxyState
 from proxy.proxy_upstream import UpstreamLeg
 from proxy.request_record import Observer, RequestRecord, forwarded_client
@@ -288,9 +288,11 @@ class ProxyConnection(BaseProtocol):
             status, error = self._parse_error
             self._parse_error = None
             request_id = new_request_id()
-            self.write(json_head(status, {"error": error}, request_id, keep_alive=False))
+            answer, size = json_answer(status, {"error": error}, request_id, keep_alive=False)
+            self.write(answer)
             # Logged and counted like any request; nothing of it was readable but its fate.
             record = RequestRecord(request_id, self._peer, "-", "-", status, started=time.time())
+            record.bytes_out = size
             self._report_record(record)
             self.close()
         elif self._client_eof or self.server.closing:
@@ -418,7 +420,10 @@ class ProxyConnection(BaseProtocol):
         self.release(ex, clean=False)
         ex.record.status = status
         ex.responded = True
-        self.write(json_head(status, body, ex.record.request_id, ex.keep_alive, extra))
+        answer, ex.record.bytes_out = json_answer(
+            status, body, ex.record.request_id, ex.keep_alive, extra
+        )
+        self.write(answer)
         self.finish(ex)
 
     def finish(self, ex: Exchange) -> None:
