@@ -60,6 +60,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _CLASSIFY_CACHE_MAX = 4096
 #: RFC 9110 section 5.3 / RFC 9112 section 6: a Connection token never removes framing.
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
+#: Connection tokens that name nothing more to remove (RFC 9112 section 9.6's "close").
+_ALWAYS_DROPPED = (HOP_BY_HOP - _FRAMING) | {"close", ""}
 
 
 def canonical_name(name: str) -> str:
@@ -108,23 +110,26 @@ class HeaderPolicy:
         self.trusted: Sequence[Network] = config.trusted_proxies
         self.chunk_prefix = config.cookie.name + "."
 
-    def _drops_request_header(self, lowered: str) -> bool:
-        """Is this (lower-case) name owned or dropped by itself, in any spelling?"""
-        known = self._request_cache.get(lowered)
+    def _drops_request_header(self, name: str) -> bool:
+        """Is this name owned or dropped by itself, in any spelling? Cached per spelling."""
+        known = self._request_cache.get(name)
         if known is None:
+            lowered = name.lower()
             known = (
                 lowered in self._request_drop
                 or canonical_name(lowered) in self._request_drop
                 or folded_header(lowered) in self.owned_folded
             )
             if len(self._request_cache) < _CLASSIFY_CACHE_MAX:
-                self._request_cache[lowered] = known
+                self._request_cache[name] = known
         return known
 
-    def _response_kind(self, lowered: str) -> str:
-        """ "set", "patch", "owned", "hop" or "" (forward) for a lower-case response name."""
-        known = self._response_cache.get(lowered)
+    def _response_kind(self, name: str) -> str:
+        """ "set", "patch", "owned", "hop", "cookie" (Set-Cookie) or "" (forward) for a
+        response field name. Cached per spelling."""
+        known = self._response_cache.get(name)
         if known is None:
+            lowered = name.lower()
             folded = folded_header(lowered)
             if folded == self._set_folded:
                 known = "set"
@@ -134,10 +139,12 @@ class HeaderPolicy:
                 known = "owned"
             elif lowered in self._response_drop or canonical_name(lowered) in self._response_drop:
                 known = "hop"
+            elif lowered == "set-cookie":
+                known = "cookie"
             else:
                 known = ""
             if len(self._response_cache) < _CLASSIFY_CACHE_MAX:
-                self._response_cache[lowered] = known
+                self._response_cache[name] = known
         return known
 
     # --- requests -----------------------------------------------------------------------
@@ -164,11 +171,14 @@ class HeaderPolicy:
         if not trusted:
             named = named | FORWARDING
         out: CIMultiDict[str] = CIMultiDict()
+        cache = self._request_cache
         for name, value in headers.items():
-            lowered = name.lower()
-            if self._drops_request_header(lowered):
+            drop = cache.get(name)  # names repeat in the same spelling: one lookup
+            if drop is None:
+                drop = self._drops_request_header(name)
+            if drop:
                 continue
-            if named and (lowered in named or canonical_name(lowered) in named):
+            if named and canonical_name(name) in named:
                 continue
             out.add(name, value)
         self._add_forwarding(out, info, trusted)
@@ -206,18 +216,22 @@ class HeaderPolicy:
         out: CIMultiDict[str] = CIMultiDict()
         set_values: list[str] = []
         patch_values: list[str] = []
+        cache = self._response_cache
         for name, value in headers:
-            lowered = name.lower()
-            kind = self._response_kind(lowered)
+            kind = cache.get(name)  # names repeat in the same spelling: one lookup
+            if kind is None:
+                kind = self._response_kind(name)
             if kind:
-                if kind == "set":
-                    set_values.append(value)
-                elif kind == "patch":
-                    patch_values.append(value)
-                continue
-            if named and (lowered in named or canonical_name(lowered) in named):
-                continue
-            if lowered == "set-cookie" and self.names_chunk(value):
+                if kind == "cookie":
+                    if self.names_chunk(value):
+                        continue
+                else:
+                    if kind == "set":
+                        set_values.append(value)
+                    elif kind == "patch":
+                        patch_values.append(value)
+                    continue
+            if named and canonical_name(name) in named:
                 continue
             out.add(name, value)
         return ResponseHeaders(out, set_values, patch_values)
@@ -293,4 +307,6 @@ def _connection_tokens(connection: str) -> frozenset[str]:
     if not connection:
         return frozenset()
     tokens = {canonical_name(t.strip()) for t in connection.split(",")}
-    return frozenset(tokens - _FRAMING - {""})
+    # Hop-by-hop names go anyway, and "close" names no field: what is left is usually nothing,
+    # and then no header needs the per-name check.
+    return frozenset(tokens - _FRAMING - _ALWAYS_DROPPED)
