@@ -13,6 +13,7 @@ a shared cache must never hand one user's session to another (Flask's CVE-2023-3
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import os
@@ -56,6 +57,9 @@ FORWARDING = frozenset(
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: A request field's fate (HeaderPolicy._request_kind); a field goes when its kind is above
+#: what the peer's trust allows: _KEEP from anyone, _FORWARDING from a trusted proxy.
+_KEEP, _FORWARDING, _DROP = 0, 1, 2
 #: Header names classified per spelling; names repeat, so folding costs one dict lookup.
 _CLASSIFY_CACHE_MAX = 4096
 #: RFC 9110 section 5.3 / RFC 9112 section 6: a Connection token never removes framing.
@@ -105,21 +109,28 @@ class HeaderPolicy:
         #: Dropped from requests; the handler sets its own values for these.
         self._request_drop = HOP_BY_HOP | {"host", "cookie", "expect", "x-request-id"}
         self._response_drop = HOP_BY_HOP
-        self._request_cache: dict[str, bool] = {}
+        self._request_cache: dict[str, int] = {}
         self._response_cache: dict[str, str] = {}
         self.trusted: Sequence[Network] = config.trusted_proxies
         self.chunk_prefix = config.cookie.name + "."
 
-    def _drops_request_header(self, name: str) -> bool:
-        """Is this name owned or dropped by itself, in any spelling? Cached per spelling."""
+    def _request_kind(self, name: str) -> int:
+        """_DROP (owned or dropped by itself, in any spelling), _FORWARDING (dropped unless
+        the peer is trusted) or _KEEP for a request field name. Cached per spelling."""
         known = self._request_cache.get(name)
         if known is None:
             lowered = name.lower()
-            known = (
+            canonical = canonical_name(lowered)
+            if (
                 lowered in self._request_drop
-                or canonical_name(lowered) in self._request_drop
+                or canonical in self._request_drop
                 or folded_header(lowered) in self.owned_folded
-            )
+            ):
+                known = _DROP
+            elif canonical in FORWARDING:
+                known = _FORWARDING
+            else:
+                known = _KEEP
             if len(self._request_cache) < _CLASSIFY_CACHE_MAX:
                 self._request_cache[name] = known
         return known
@@ -168,15 +179,15 @@ class HeaderPolicy:
         # RFC 9110 section 5.3: several Connection lines are one comma-separated list.
         named = _connection_tokens(",".join(headers.getall("Connection", ())))
         trusted = self.is_trusted(info.peer)
-        if not trusted:
-            named = named | FORWARDING
+        # Forwarding fields from an untrusted peer go, like anything Connection names.
+        allowed = _FORWARDING if trusted else _KEEP
         out: CIMultiDict[str] = CIMultiDict()
         cache = self._request_cache
         for name, value in headers.items():
-            drop = cache.get(name)  # names repeat in the same spelling: one lookup
-            if drop is None:
-                drop = self._drops_request_header(name)
-            if drop:
+            kind = cache.get(name)  # names repeat in the same spelling: one lookup
+            if kind is None:
+                kind = self._request_kind(name)
+            if kind > allowed:
                 continue
             if named and canonical_name(name) in named:
                 continue
@@ -302,6 +313,7 @@ class _RequestIds:
 new_request_id = _RequestIds()
 
 
+@functools.lru_cache(maxsize=256)  # a few spellings ("keep-alive", "close") are almost all
 def _connection_tokens(connection: str) -> frozenset[str]:
     """Names a Connection header removes: never the framing headers (RFC 9112 section 6)."""
     if not connection:

@@ -358,7 +358,7 @@ class ProxyConnection(BaseProtocol):
 
         cookies = _joined(headers_in.getall("Cookie", ()))
         inbound = ex.inbound = state.exchange.inbound(cookies, decode=upstream.forward_session)
-        record.session_state = inbound.state.value
+        record.session_state = inbound.state._value_  # not .value: a Python-level property
         record.session_reason = inbound.reason
         if inbound.reason and log.isEnabledFor(logging.DEBUG):
             # The reason is one of the codec's fixed phrases: it never quotes the cookie.

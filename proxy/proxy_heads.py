@@ -55,7 +55,7 @@ def request_head(
         headers["Cookie"] = inbound.cookies.others
     if upstream.forward_session:
         headers[policy.session_header] = inbound.payload
-        headers[policy.status_header] = inbound.state.value
+        headers[policy.status_header] = inbound.state._value_
         if inbound.migrated:
             headers[policy.migrated_header] = inbound.migrated
     headers["X-Request-Id"] = ex.record.request_id
@@ -171,7 +171,7 @@ def _session_values(ex: Exchange, split: ResponseHeaders) -> tuple[list[str], li
 
 
 def _record_outbound(record: RequestRecord, outbound: Outbound) -> None:
-    record.session_change = outbound.change.value
+    record.session_change = outbound.change._value_
     if outbound.chunks:
         record.session_bytes_out = outbound.size
         record.session_chunks_out = outbound.chunks
