@@ -39,6 +39,7 @@ from bench_servers import (
     Server,
     cpu_spent,
     cpu_times,
+    machine_busy_seconds,
     peak_rss_mib,
     reset_peak_rss,
 )
@@ -307,9 +308,11 @@ def measure(
     pids, backend_pids = server.pids(), backend.pids()
     reset_peak_rss(pids)
     proxy_before, backend_before = cpu_times(pids), cpu_times(backend_pids)
+    busy_before = machine_busy_seconds()
     started = time.monotonic()
     seen = load()
     elapsed = time.monotonic() - started
+    busy = machine_busy_seconds() - busy_before
     pids = server.pids()
     proxy_after = cpu_times(pids)
     proxy_cpu = cpu_spent(proxy_before, proxy_after)
@@ -328,6 +331,9 @@ def measure(
         "cpu_proxy": proxy_cpu / capacity,
         "cpu_backend": backend_cpu / capacity,
         "cpu_load": seen.cpu_s / capacity,
+        # The rest of the machine's busy time: other processes (and kernel work that no process
+        # is charged for). A high share means a noisy run.
+        "cpu_others": max(0.0, busy - proxy_cpu - backend_cpu - seen.cpu_s) / capacity,
         # The busiest process's part of the proxy's CPU: with 2 workers, 0.5 is an even split.
         "cpu_busiest": max(per_process, default=0.0) / proxy_cpu if proxy_cpu else 0.0,
     }
@@ -375,8 +381,11 @@ def summarize(
                 "proxies": proxies,
             }
         )
+    every = [sample for found in samples.values() for sample in found]
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        # Median share of the cores that other processes took during the runs (see measure()).
+        "cpu_others": statistics.median(s["cpu_others"] for s in every),
         "commit": commit(),
         "machine": machine(),
         "method": {

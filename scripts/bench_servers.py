@@ -337,6 +337,13 @@ def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot, steal included (proc(5) /proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak_rss(pids: list[int]) -> bool:
     """Restart each process's VmHWM from its present RSS (proc(5) clear_refs, value 5)."""
     try:
