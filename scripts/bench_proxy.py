@@ -166,14 +166,13 @@ def main() -> int:
     started = time.time()
     try:
         with Rig(tmp) as rig:
-            results = run(args, rig, tmp, proxy_cpu, other_cpu)
+            results = run(start(args, rig, tmp, proxy_cpu, other_cpu))
             if args.stream_mib:
                 stream(rig, tmp, args.stream_mib, other_cpu)
-    except Exception:
-        print(f"!!! the bench failed; the servers' logs were in {tmp}", file=sys.stderr)
+    except BaseException:
+        print(f"!!! the bench stopped; the servers' logs are kept in {tmp}", file=sys.stderr)
         raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     results["duration_s"] = round(time.time() - started)
     for line in bench_report.tables(results):
         print(line)
@@ -192,30 +191,89 @@ def main() -> int:
     return 3 if warnings and args.strict else 0
 
 
-def run(
+@dataclass
+class Bench:
+    """The running servers, the sessions they get, and how to load each of them."""
+
+    args: argparse.Namespace
+    backend: Server
+    servers: dict[tuple[str, int], Server]
+    #: "sidecar", and the --compare-with checkout's sidecar if any.
+    sidecars: list[str]
+    sessions: bench_load.Sessions
+    apache_cookie: str | None
+    rotate_script: Path
+    #: taskset list for the load generators, or None.
+    load_cpu: str | None
+
+    def plan(self) -> list[tuple[Row, str]]:
+        """Every run of a round, in order: (row, proxy)."""
+        return [
+            (row, proxy)
+            for row in self.args.rows
+            for proxy in [*row.proxies[:2], *self.sidecars[1:], *row.proxies[2:]]
+            if (proxy, row.workers) in self.servers
+        ]
+
+    def cookie(self, row: Row, proxy: str) -> str | None:
+        if row.session == "hit4":
+            return self.apache_cookie if proxy == "apache" else self.sessions.hit4
+        return self.sessions.hit40 if row.session == "hit40" else None
+
+    def run(self, row: Row, proxy: str, seconds: int) -> dict[str, float]:
+        server = self.servers[proxy, row.workers]
+        url, cookie = server.url + "/", self.cookie(row, proxy)
+
+        def load() -> bench_load.Load:
+            if row.kind == "latency":
+                workers = 10
+                return bench_load.hey(
+                    url,
+                    seconds,
+                    concurrency=workers,
+                    qps_per_worker=max(1, self.args.rate // workers),
+                    cookie=cookie,
+                    cpu=self.load_cpu,
+                )
+            rotating = row.session == "miss4"
+            return bench_load.wrk(
+                url,
+                seconds,
+                connections=self.args.connections,
+                threads=row.workers,
+                cookie=cookie,
+                cookie_file=self.sessions.miss4_file if rotating else None,
+                script=self.rotate_script,
+                cpu=self.load_cpu,
+            )
+
+        return measure(server, self.backend, load)
+
+
+def start(
     args: argparse.Namespace,
     rig: Rig,
     tmp: Path,
     proxy_cpu: str | None,
     other_cpu: str | None,
-) -> dict[str, object]:
+) -> Bench:
+    """Start the backend and every proxy the rows need, make the sessions and check them."""
     rng = random.Random(SEED)
     content4 = bench_load.session_content(rng, 68)
     backend = rig.backend(urllib.parse.urlencode(content4), other_cpu)
-    worker_counts = sorted({row.workers for row in args.rows})
     servers: dict[tuple[str, int], Server] = {}
     sidecars = ["sidecar"] if "sidecar" in args.proxies else []
-    for workers in worker_counts:
+    other = args.compare_with.resolve() if args.compare_with is not None else None
+    if other is not None and sidecars:
+        sidecars.append(f"sidecar@{other.name}")
+    for workers in sorted({row.workers for row in args.rows}):
         cpu = proxy_cpu if workers == 1 else None
         if "nginx" in args.proxies:
             servers["nginx", workers] = rig.nginx(backend, workers, cpu)
-        if "sidecar" in args.proxies:
+        if sidecars:
             servers["sidecar", workers] = rig.sidecar(backend, workers, cpu)
-            if args.compare_with is not None:
-                name = f"sidecar@{args.compare_with.resolve().name}"
-                source = args.compare_with.resolve()
-                servers[name, workers] = rig.sidecar(backend, workers, cpu, source, name)
-                sidecars.append(name)
+        if other is not None and sidecars:
+            servers[sidecars[1], workers] = rig.sidecar(backend, workers, cpu, other, sidecars[1])
         if "bare" in args.proxies:
             servers["bare", workers] = rig.bare(backend, workers, cpu)
         if "apache" in args.proxies and workers == 1:
@@ -223,54 +281,17 @@ def run(
     config = next((s.config for s in servers.values() if s.config is not None), None)
     config = config or write_codec_config(tmp)
     sessions = bench_load.make_sessions(config, tmp, content4, rng, args.miss_sessions)
-    cookies = {"hit4": sessions.hit4, "hit40": sessions.hit40}
     apache_cookie = None
     if ("apache", 1) in servers:
         apache_cookie = bench_load.issue_apache_cookie(servers["apache", 1].port)
     check_sessions(servers, sidecars, sessions, apache_cookie)
     script = tmp / "rotate.lua"
     script.write_text(bench_load.ROTATE_LUA)
+    return Bench(args, backend, servers, sidecars, sessions, apache_cookie, script, other_cpu)
 
-    def one_run(row: Row, proxy: str, seconds: int) -> dict[str, float]:
-        server = servers[proxy, row.workers]
-        cookie = None
-        if row.session in cookies:
-            cookie = apache_cookie if proxy == "apache" else cookies[row.session]
-        if row.kind == "latency":
-            workers = 10
 
-            def load() -> bench_load.Load:
-                return bench_load.hey(
-                    server.url + "/",
-                    seconds,
-                    concurrency=workers,
-                    qps_per_worker=max(1, args.rate // workers),
-                    cookie=cookie,
-                    cpu=other_cpu,
-                )
-        else:
-
-            def load() -> bench_load.Load:
-                return bench_load.wrk(
-                    server.url + "/",
-                    seconds,
-                    connections=args.connections,
-                    threads=row.workers,
-                    cookie=cookie,
-                    cookie_file=sessions.miss4_file if row.session == "miss4" else None,
-                    script=script,
-                    cpu=other_cpu,
-                )
-
-        return measure(server, backend, load)
-
-    plan = [
-        (row, proxy)
-        for row in args.rows
-        for proxy in [*row.proxies[:2], *sidecars[1:], *row.proxies[2:]]
-        if proxy in args.proxies or proxy in sidecars
-        if (proxy, row.workers) in servers
-    ]
+def run(bench: Bench) -> dict[str, object]:
+    args, plan = bench.args, bench.plan()
     print(f"machine: {machine()['summary']}")
     print(
         f"{len(plan)} runs a round, {args.rounds} rounds of {args.seconds} s, "
@@ -278,16 +299,18 @@ def run(
     )
     if args.warmup:
         for row, proxy in plan:
-            one_run(row, proxy, args.warmup)
-    samples: dict[tuple[str, str], list[dict[str, float]]] = {key: [] for key in _keys(plan)}
+            bench.run(row, proxy, args.warmup)
+    samples: dict[tuple[str, str], list[dict[str, float]]] = {
+        (row.key, proxy): [] for row, proxy in plan
+    }
     for round_no in range(args.rounds):
         for row in args.rows:
             # Each round starts the row with another proxy, so none always runs right after
-            # another one's load (cache, frequency or a neighbour's turn).
+            # another one's load (caches, clock frequency, a neighbour's turn).
             order = [proxy for r, proxy in plan if r == row]
             shift = round_no % len(order) if order else 0
             for proxy in order[shift:] + order[:shift]:
-                sample = one_run(row, proxy, args.seconds)
+                sample = bench.run(row, proxy, args.seconds)
                 samples[row.key, proxy].append(sample)
                 print(
                     f"  round {round_no + 1} {row.key:<9} {proxy:<16} "
@@ -295,11 +318,7 @@ def run(
                     f"errors {sample['errors']:.0f}",
                     flush=True,
                 )
-    return summarize(args, samples, plan)
-
-
-def _keys(plan: list[tuple[Row, str]]) -> list[tuple[str, str]]:
-    return [(row.key, proxy) for row, proxy in plan]
+    return summarize(args, samples)
 
 
 def measure(
@@ -340,9 +359,7 @@ def measure(
 
 
 def summarize(
-    args: argparse.Namespace,
-    samples: dict[tuple[str, str], list[dict[str, float]]],
-    plan: list[tuple[Row, str]],
+    args: argparse.Namespace, samples: dict[tuple[str, str], list[dict[str, float]]]
 ) -> dict[str, object]:
     rows = []
     for row in args.rows:
