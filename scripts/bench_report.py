@@ -193,7 +193,7 @@ def chart(results: Results, path: Path) -> None:
                     xs.append(x + (i - (len(proxies) - 1) / 2) * width)
                     ys.append(f[value])
                     ps.append(f.get("p99_ms", math.nan))
-            colour = COLOURS.get(proxy.split("@")[0], "#ae3ec9")
+            colour = COLOURS.get(proxy, "#ae3ec9")  # purple: a --compare-with sidecar
             drawn = axes.bar(xs, ys, width, label=proxy, color=colour)
             if value == "rps":
                 labels = [f"{y / 1000:.1f}k" if y >= 1000 else f"{y:.0f}" for y in ys]
