@@ -266,9 +266,8 @@ def guard(results: Results, path: Path) -> list[str]:
         old = base["rows"].get(key)
         if old is None:
             continue
-        checks = []
         # (what, now, then, +1 if higher is worse else -1, format)
-        checks = []
+        checks: list[tuple[str, float, float, int, str]] = []
         if "ratio" in new and "ratio" in old:
             checks.append(("sidecar ÷ nginx requests/s", new["ratio"], old["ratio"], -1, ".3f"))
         if same_machine:
