@@ -78,5 +78,14 @@ def test_on_another_cpu_cpu_per_request_is_compared_relative_to_nginx(baseline: 
     assert len(guard(slower_sidecar, baseline)) == 1
 
 
+def test_the_fixed_rate_row_is_not_guarded(tmp_path: Path) -> None:
+    run = results(ratio=0.50, cpu_us=100.0)
+    run["rows"][0]["kind"] = "latency"
+    path = tmp_path / "bench-baseline.json"
+    save_baseline(run, path)
+    run["rows"][0]["proxies"]["sidecar"]["cpu_us"] = 200.0
+    assert guard(run, path) == []
+
+
 def test_no_baseline_file_is_no_warning(tmp_path: Path) -> None:
     assert guard(results(ratio=0.1, cpu_us=999.0), tmp_path / "missing.json") == []
