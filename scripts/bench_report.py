@@ -107,7 +107,7 @@ def _workers_table(results: Results) -> Iterator[str]:
     yield (
         "Two workers (4 KB session, cache hit; wrk -t2). The load generator and the backend "
         "share the 2 cores with the proxy, so compare the scaling of the proxies with each "
-        "other, in the same run, and read the CPU per request, which the sharing moves little."
+        "other, in the same run, and read the CPU per request, which the sharing moves less."
     )
     yield ""
     yield (
