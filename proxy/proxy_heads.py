@@ -22,6 +22,7 @@ from proxy.http_headers import ForwardingInfo, HeaderPolicy, ResponseHeaders
 from proxy.proxy_exchange import Exchange
 from proxy.request_record import RequestRecord
 from proxy.routing import Route
+from proxy.session_codec import SessionState
 from proxy.session_exchange import Inbound, Outbound
 from proxy.websocket_tunnel import Handshake, classify_request
 
@@ -150,6 +151,10 @@ def _session_response_headers(
         for cookie in outbound.set_cookies:
             headers.add("Set-Cookie", cookie)
         HeaderPolicy.mark_uncacheable(headers)
+    elif _inbound(ex).state is SessionState.VALID and ex.upstream and ex.upstream.forward_session:
+        # The backend read the session from this request's cookies: a shared cache must key
+        # the answer on them (Flask's session interface says the same whenever it is read).
+        HeaderPolicy.vary_on_cookie(headers)
     if "X-Request-Id" not in headers:
         headers["X-Request-Id"] = record.request_id
     return headers
