@@ -95,6 +95,10 @@ def response_head(ex: Exchange, message: RawResponseMessage) -> bytes | Refusal:
     headers = _session_response_headers(ex, message, connection)
     if isinstance(headers, Refusal):
         return headers
+    if _inbound(ex).state is SessionState.VALID and ex.upstream and ex.upstream.forward_session:
+        # The backend read the session from this request's cookies: a shared cache must key
+        # the answer on them (Flask's session interface says the same whenever it is read).
+        HeaderPolicy.vary_on_cookie(headers)
     bodyless = ex.message.method == "HEAD" or message.code in (204, 304)
     if not bodyless and "Content-Length" not in headers:
         # Framing is per hop (RFC 9112 section 6), decided on the headers this hop sends:
@@ -151,10 +155,6 @@ def _session_response_headers(
         for cookie in outbound.set_cookies:
             headers.add("Set-Cookie", cookie)
         HeaderPolicy.mark_uncacheable(headers)
-    elif _inbound(ex).state is SessionState.VALID and ex.upstream and ex.upstream.forward_session:
-        # The backend read the session from this request's cookies: a shared cache must key
-        # the answer on them (Flask's session interface says the same whenever it is read).
-        HeaderPolicy.vary_on_cookie(headers)
     if "X-Request-Id" not in headers:
         headers["X-Request-Id"] = record.request_id
     return headers
