@@ -265,7 +265,11 @@ class HeaderPolicy:
         """Say that the response depends on the request's ``Cookie`` (RFC 9110 section
         12.5.5): ``Cookie`` joins the backend's ``Vary`` in one field, unless it already names
         ``Cookie`` in any case, or is ``*`` (which varies on everything already)."""
-        members = [m.strip() for value in headers.getall("Vary", ()) for m in value.split(",")]
+        values = headers.getall("Vary", None)
+        if values is None:
+            headers["Vary"] = "Cookie"
+            return
+        members = [m.strip() for value in values for m in value.split(",")]
         if any(m == "*" or m.lower() == "cookie" for m in members):
             return
         headers.popall("Vary", None)
