@@ -30,6 +30,26 @@ class CookiePolicy:
     max_chunks: int = 12
 
 
+def _check_name_prefix(s: Section, name: str, secure: bool, domain: str | None, path: str) -> None:
+    """RFC 6265bis section 4.1.3: browsers store a ``__Secure-`` cookie only with ``Secure``,
+    and a ``__Host-`` cookie only with ``Secure``, no ``Domain`` and ``Path=/``; they match
+    the prefixes in any case. Any other combination would have every chunk dropped."""
+    lowered = name.lower()
+    if lowered.startswith("__host-"):
+        prefix = "__Host-"
+    elif lowered.startswith("__secure-"):
+        prefix = "__Secure-"
+    else:
+        return
+    why = f"for the {prefix} cookie name {name!r}: browsers drop it otherwise (RFC 6265bis 4.1.3)"
+    if not secure:
+        s.error("secure", f"must be true {why}")
+    if prefix == "__Host-" and domain is not None:
+        s.error("domain", f"must be unset {why}")
+    if prefix == "__Host-" and path != "/":
+        s.error("path", f"got {show(path)}; must be '/' {why}")
+
+
 def parse_cookie(raw: Any, errors: list[str]) -> CookiePolicy:
     s = Section(raw, "cookie", errors)
     d = CookiePolicy()
@@ -71,23 +91,3 @@ def parse_cookie(raw: Any, errors: list[str]) -> CookiePolicy:
         chunk_size=chunk_size,
         max_chunks=max_chunks,
     )
-
-
-def _check_name_prefix(s: Section, name: str, secure: bool, domain: str | None, path: str) -> None:
-    """RFC 6265bis section 4.1.3: browsers store a ``__Secure-`` cookie only with ``Secure``,
-    and a ``__Host-`` cookie only with ``Secure``, no ``Domain`` and ``Path=/``; they match
-    the prefixes in any case. Any other combination would have every chunk dropped."""
-    lowered = name.lower()
-    if lowered.startswith("__host-"):
-        prefix = "__Host-"
-    elif lowered.startswith("__secure-"):
-        prefix = "__Secure-"
-    else:
-        return
-    why = f"for the {prefix} cookie name {name!r}: browsers drop it otherwise (RFC 6265bis 4.1.3)"
-    if not secure:
-        s.error("secure", f"must be true {why}")
-    if prefix == "__Host-" and domain is not None:
-        s.error("domain", f"must be unset {why}")
-    if prefix == "__Host-" and path != "/":
-        s.error("path", f"got {show(path)}; must be '/' {why}")
