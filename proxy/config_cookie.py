@@ -30,6 +30,26 @@ class CookiePolicy:
     max_chunks: int = 12
 
 
+def _check_name_prefix(s: Section, name: str, secure: bool, domain: str | None, path: str) -> None:
+    """RFC 6265bis section 4.1.3: browsers store a ``__Secure-`` cookie only with ``Secure``,
+    and a ``__Host-`` cookie only with ``Secure``, no ``Domain`` and ``Path=/``; they match
+    the prefixes in any case. Any other combination would have every chunk dropped."""
+    lowered = name.lower()
+    if lowered.startswith("__host-"):
+        prefix = "__Host-"
+    elif lowered.startswith("__secure-"):
+        prefix = "__Secure-"
+    else:
+        return
+    why = f"for the {prefix} cookie name {name!r}: browsers drop it otherwise (RFC 6265bis 4.1.3)"
+    if not secure:
+        s.error("secure", f"must be true {why}")
+    if prefix == "__Host-" and domain is not None:
+        s.error("domain", f"must be unset {why}")
+    if prefix == "__Host-" and path != "/":
+        s.error("path", f"got {show(path)}; must be '/' {why}")
+
+
 def parse_cookie(raw: Any, errors: list[str]) -> CookiePolicy:
     s = Section(raw, "cookie", errors)
     d = CookiePolicy()
@@ -54,6 +74,7 @@ def parse_cookie(raw: Any, errors: list[str]) -> CookiePolicy:
         chunk_size = d.chunk_size
     max_chunks = s.int_("max_chunks", d.max_chunks, 1, 64)
     http_only = s.bool_("http_only", d.http_only)
+    _check_name_prefix(s, name, secure, domain, path)
     s.check_unknown()
     return CookiePolicy(
         name=name,

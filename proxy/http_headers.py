@@ -8,7 +8,8 @@ servers such as PHP, Rack or WSGI turn ``X-Session``, ``X_Session`` and ``X.Sess
 token: framing is decided per hop by the handler (RFC 9112 section 6).
 
 A response that sets session cookies is marked private (:meth:`HeaderPolicy.mark_uncacheable`):
-a shared cache must never hand one user's session to another (Flask's CVE-2023-30861).
+a shared cache must never hand one user's session to another (Flask's CVE-2023-30861). One
+made with a valid session varies on ``Cookie`` (:meth:`HeaderPolicy.vary_on_cookie`).
 """
 
 from __future__ import annotations
@@ -283,11 +284,22 @@ class HeaderPolicy:
             if d.lower() not in ("public", "private") and not d.lower().startswith("s-maxage")
         ]
         headers["Cache-Control"] = ", ".join(["private", *kept])
-        vary = [v.strip() for value in headers.popall("Vary", ()) for v in value.split(",")]
-        vary = [v for v in vary if v]
-        if not any(v == "*" or v.lower() == "cookie" for v in vary):
-            vary.append("Cookie")
-        headers["Vary"] = ", ".join(vary)
+        HeaderPolicy.vary_on_cookie(headers)
+
+    @staticmethod
+    def vary_on_cookie(headers: CIMultiDict[str]) -> None:
+        """Say that the response depends on the request's ``Cookie`` (RFC 9110 section
+        12.5.5): ``Cookie`` joins the backend's ``Vary`` in one field, unless it already names
+        ``Cookie`` in any case, or is ``*`` (which varies on everything already)."""
+        values = headers.getall("Vary", None)
+        if values is None:
+            headers["Vary"] = "Cookie"
+            return
+        members = [m.strip() for value in values for m in value.split(",")]
+        if any(m == "*" or m.lower() == "cookie" for m in members):
+            return
+        headers.popall("Vary", None)
+        headers["Vary"] = ", ".join([*(m for m in members if m), "Cookie"])
 
 
 class _RequestIds:

@@ -36,7 +36,7 @@ from proxy.proxy_heads import json_answer, request_head
 from proxy.proxy_state import ProxyState
 from proxy.proxy_upstream import UpstreamLeg
 from proxy.request_record import Observer, RequestRecord, forwarded_client
-from proxy.routing import normalize_path
+from proxy.routing import normalize_path, valid_host
 from proxy.upstream_connection import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("session_sidecar.proxy")
@@ -346,8 +346,16 @@ class ProxyConnection(BaseProtocol):
             self.reply(ex, 405, {"error": "method_not_allowed"})
             return
         # RFC 9112 section 3.2.2: with an absolute-form target the authority in it replaces
-        # Host. Either way it only selects among the configured upstreams.
-        host = (url.host_port_subcomponent or "") if url.absolute else headers_in.get("Host", "")
+        # Host. Either way it only selects among the configured upstreams. Section 3.2: an
+        # invalid Host (or authority) is a 400, never a route; an HTTP/1.0 request may lack it.
+        host = headers_in.get("Host")
+        if (host is not None and not valid_host(host)) or (
+            url.absolute and not valid_host(url.raw_authority)
+        ):
+            ex.keep_alive = False
+            self.reply(ex, 400, {"error": "bad_host"})
+            return
+        host = (url.host_port_subcomponent or "") if url.absolute else host or ""
         path = normalize_path(url.raw_path)
         route = state.router.route(host, path, url.raw_query_string)
         if route is None:
@@ -437,6 +445,7 @@ class ProxyConnection(BaseProtocol):
         self._current = None
         self._idle_since = self._loop.time()
         if not ex.keep_alive:
+            self._queue.clear()  # pipelined requests behind it die with the connection
             self.close(linger=ex.body_unread)
         elif self._queue or self._parse_error is not None:
             # Not from inside the upstream's data_received: the next request may take the

@@ -22,6 +22,7 @@ from proxy.http_headers import ForwardingInfo, HeaderPolicy, ResponseHeaders
 from proxy.proxy_exchange import Exchange
 from proxy.request_record import RequestRecord
 from proxy.routing import Route
+from proxy.session_codec import SessionState
 from proxy.session_exchange import Inbound, Outbound
 from proxy.websocket_tunnel import Handshake, classify_request
 
@@ -94,6 +95,10 @@ def response_head(ex: Exchange, message: RawResponseMessage) -> bytes | Refusal:
     headers = _session_response_headers(ex, message, connection)
     if isinstance(headers, Refusal):
         return headers
+    if _inbound(ex).state is SessionState.VALID and ex.upstream and ex.upstream.forward_session:
+        # The backend read the session from this request's cookies: a shared cache must key
+        # the answer on them (Flask's session interface says the same whenever it is read).
+        HeaderPolicy.vary_on_cookie(headers)
     bodyless = ex.message.method == "HEAD" or message.code in (204, 304)
     if not bodyless and "Content-Length" not in headers:
         # Framing is per hop (RFC 9112 section 6), decided on the headers this hop sends:

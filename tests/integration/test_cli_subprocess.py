@@ -95,3 +95,22 @@ def test_serve_that_cannot_listen_exits_1(tmp_path: Path) -> None:
         done = run("serve", "-c", str(config))
     assert done.returncode == 1
     assert "cannot listen on 127.0.0.1:" in done.stderr
+
+
+def test_check_config_refuses_a_host_prefixed_cookie_that_browsers_would_drop(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "proxy.yaml"
+    config.write_text(
+        "secrets: ['${SESSION_SECRET}']\nupstreams: [{url: 'http://127.0.0.1:9'}]\n"
+        "cookie: {name: __Host-session, secure: false, domain: example.com}\n"
+    )
+    done = run("check-config", "-c", str(config))
+    assert done.returncode == 2
+    why = "for the __Host- cookie name '__Host-session': browsers drop it otherwise"
+    assert done.stderr.splitlines() == [
+        f"{config}: 2 configuration error(s):",
+        f"  cookie.secure: must be true {why} (RFC 6265bis 4.1.3)",
+        f"  cookie.domain: must be unset {why} (RFC 6265bis 4.1.3)",
+    ]
+    assert done.stdout == ""
