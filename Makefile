@@ -22,7 +22,7 @@ help:
 	@echo "make test-subset  only the tests that need neither root nor Debian packages"
 	@echo "make distclean    make clean, and remove what make test left outside the repository"
 	@echo "make bench-codec  codec timings beside the bare primitives"
-	@echo "make bench        proxy throughput beside nginx"
+	@echo "make bench        the sidecar beside nginx, a bare proxy and Apache (docs/benchmarks.md)"
 
 deps:
 	@bash scripts/install-system-deps.sh
@@ -80,8 +80,16 @@ check-config: run-venv
 bench-codec: venv
 	$(BIN)/python scripts/bench_codec.py
 
-bench: deps venv
-	bash scripts/bench.sh
+# About 5 minutes. BENCH_ARGS for a quick or partial run, e.g.
+#   make bench BENCH_ARGS="--rounds 1 --seconds 2 --rows none,hit4"
+# (scripts/bench_proxy.py --help lists them all; docs/benchmarks.md says what it measures).
+BENCH_ARGS ?=
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+bench: deps venv $(BIN)/.bench-installed
+	bash scripts/bench.sh $(BENCH_ARGS)
 
 # Not in CI: 1,000,000 requests of sessions, uploads, downloads and WebSockets (about 25 min on
 # a 2-core machine); fails on any error or if the proxy's RSS or fds are not flat within 10%.

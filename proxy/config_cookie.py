@@ -30,18 +30,34 @@ class CookiePolicy:
     max_chunks: int = 12
 
 
+def _check_name_prefix(s: Section, name: str, secure: bool, domain: str | None, path: str) -> None:
+    """RFC 6265bis section 4.1.3: browsers store a ``__Secure-`` cookie only with ``Secure``,
+    and a ``__Host-`` cookie only with ``Secure``, no ``Domain`` and ``Path=/``; they match
+    the prefixes in any case. Any other combination would have every chunk dropped."""
+    lowered = name.lower()
+    if lowered.startswith("__host-"):
+        prefix = "__Host-"
+    elif lowered.startswith("__secure-"):
+        prefix = "__Secure-"
+    else:
+        return
+    why = f"for the {prefix} cookie name {name!r}: browsers drop it otherwise (RFC 6265bis 4.1.3)"
+    if not secure:
+        s.error("secure", f"must be true {why}")
+    if prefix == "__Host-" and domain is not None:
+        s.error("domain", f"must be unset {why}")
+    if prefix == "__Host-" and path != "/":
+        s.error("path", f"got {show(path)}; must be '/' {why}")
+
+
 def parse_cookie(raw: Any, errors: list[str]) -> CookiePolicy:
     s = Section(raw, "cookie", errors)
     d = CookiePolicy()
     name = s.str_("name", d.name)
     if not COOKIE_NAME.fullmatch(name):
         s.error("name", f"{name!r} is not a valid cookie name (letters, digits, -_ and no '.')")
-    path = s.str_("path", d.path)
-    if not path.startswith("/") or any(c in path for c in ";, \t\r\n"):
-        s.error("path", f"expected an absolute path like '/', got {show(path)}")
-    domain = s.opt_str("domain")
-    if domain is not None and not HOST_PATTERN.fullmatch(domain.lstrip(".")):
-        s.error("domain", f"expected a domain like example.com, got {show(domain)}")
+    path = cookie_path(s, "path", d.path)
+    domain = cookie_domain(s, "domain")
     secure = s.bool_("secure", d.secure)
     same_site = s.choice("same_site", d.same_site, ("lax", "strict", "none"))
     if same_site == "none" and not secure:
@@ -58,6 +74,7 @@ def parse_cookie(raw: Any, errors: list[str]) -> CookiePolicy:
         chunk_size = d.chunk_size
     max_chunks = s.int_("max_chunks", d.max_chunks, 1, 64)
     http_only = s.bool_("http_only", d.http_only)
+    _check_name_prefix(s, name, secure, domain, path)
     s.check_unknown()
     return CookiePolicy(
         name=name,
@@ -70,3 +87,19 @@ def parse_cookie(raw: Any, errors: list[str]) -> CookiePolicy:
         chunk_size=chunk_size,
         max_chunks=max_chunks,
     )
+
+
+def cookie_path(s: Section, key: str, default: str) -> str:
+    """A cookie's ``Path`` attribute: absolute, and nothing that would end the attribute."""
+    path = s.str_(key, default)
+    if not path.startswith("/") or any(c in path for c in ";, \t\r\n"):
+        s.error(key, f"expected an absolute path like '/', got {show(path)}")
+    return path
+
+
+def cookie_domain(s: Section, key: str) -> str | None:
+    """A cookie's ``Domain`` attribute, or None for a host-only cookie."""
+    domain = s.opt_str(key)
+    if domain is not None and not HOST_PATTERN.fullmatch(domain.lstrip(".")):
+        s.error(key, f"expected a domain like example.com, got {show(domain)}")
+    return domain

@@ -8,12 +8,15 @@ servers such as PHP, Rack or WSGI turn ``X-Session``, ``X_Session`` and ``X.Sess
 token: framing is decided per hop by the handler (RFC 9112 section 6).
 
 A response that sets session cookies is marked private (:meth:`HeaderPolicy.mark_uncacheable`):
-a shared cache must never hand one user's session to another (Flask's CVE-2023-30861).
+a shared cache must never hand one user's session to another (Flask's CVE-2023-30861). One
+made with a valid session varies on ``Cookie`` (:meth:`HeaderPolicy.vary_on_cookie`).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import itertools
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -55,10 +58,15 @@ FORWARDING = frozenset(
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: A request field's fate (HeaderPolicy._request_kind); a field goes when its kind is above
+#: what the peer's trust allows: _KEEP from anyone, _FORWARDING from a trusted proxy.
+_KEEP, _FORWARDING, _DROP = 0, 1, 2
 #: Header names classified per spelling; names repeat, so folding costs one dict lookup.
 _CLASSIFY_CACHE_MAX = 4096
 #: RFC 9110 section 5.3 / RFC 9112 section 6: a Connection token never removes framing.
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
+#: Connection tokens that name nothing more to remove (RFC 9112 section 9.6's "close").
+_ALWAYS_DROPPED = (HOP_BY_HOP - _FRAMING) | {"close", ""}
 
 
 def canonical_name(name: str) -> str:
@@ -102,28 +110,38 @@ class HeaderPolicy:
         #: Dropped from requests; the handler sets its own values for these.
         self._request_drop = HOP_BY_HOP | {"host", "cookie", "expect", "x-request-id"}
         self._response_drop = HOP_BY_HOP
-        self._request_cache: dict[str, bool] = {}
+        self._request_cache: dict[str, int] = {}
         self._response_cache: dict[str, str] = {}
         self.trusted: Sequence[Network] = config.trusted_proxies
         self.chunk_prefix = config.cookie.name + "."
 
-    def _drops_request_header(self, lowered: str) -> bool:
-        """Is this (lower-case) name owned or dropped by itself, in any spelling?"""
-        known = self._request_cache.get(lowered)
+    def _request_kind(self, name: str) -> int:
+        """_DROP (owned or dropped by itself, in any spelling), _FORWARDING (dropped unless
+        the peer is trusted) or _KEEP for a request field name. Cached per spelling."""
+        known = self._request_cache.get(name)
         if known is None:
-            known = (
+            lowered = name.lower()
+            canonical = canonical_name(lowered)
+            if (
                 lowered in self._request_drop
-                or canonical_name(lowered) in self._request_drop
+                or canonical in self._request_drop
                 or folded_header(lowered) in self.owned_folded
-            )
+            ):
+                known = _DROP
+            elif canonical in FORWARDING:
+                known = _FORWARDING
+            else:
+                known = _KEEP
             if len(self._request_cache) < _CLASSIFY_CACHE_MAX:
-                self._request_cache[lowered] = known
+                self._request_cache[name] = known
         return known
 
-    def _response_kind(self, lowered: str) -> str:
-        """ "set", "patch", "owned", "hop" or "" (forward) for a lower-case response name."""
-        known = self._response_cache.get(lowered)
+    def _response_kind(self, name: str) -> str:
+        """ "set", "patch", "owned", "hop", "cookie" (Set-Cookie) or "" (forward) for a
+        response field name. Cached per spelling."""
+        known = self._response_cache.get(name)
         if known is None:
+            lowered = name.lower()
             folded = folded_header(lowered)
             if folded == self._set_folded:
                 known = "set"
@@ -133,10 +151,12 @@ class HeaderPolicy:
                 known = "owned"
             elif lowered in self._response_drop or canonical_name(lowered) in self._response_drop:
                 known = "hop"
+            elif lowered == "set-cookie":
+                known = "cookie"
             else:
                 known = ""
             if len(self._response_cache) < _CLASSIFY_CACHE_MAX:
-                self._response_cache[lowered] = known
+                self._response_cache[name] = known
         return known
 
     # --- requests -----------------------------------------------------------------------
@@ -160,14 +180,17 @@ class HeaderPolicy:
         # RFC 9110 section 5.3: several Connection lines are one comma-separated list.
         named = _connection_tokens(",".join(headers.getall("Connection", ())))
         trusted = self.is_trusted(info.peer)
-        if not trusted:
-            named = named | FORWARDING
+        # Forwarding fields from an untrusted peer go, like anything Connection names.
+        allowed = _FORWARDING if trusted else _KEEP
         out: CIMultiDict[str] = CIMultiDict()
+        cache = self._request_cache
         for name, value in headers.items():
-            lowered = name.lower()
-            if self._drops_request_header(lowered):
+            kind = cache.get(name)  # names repeat in the same spelling: one lookup
+            if kind is None:
+                kind = self._request_kind(name)
+            if kind > allowed:
                 continue
-            if named and (lowered in named or canonical_name(lowered) in named):
+            if named and canonical_name(name) in named:
                 continue
             out.add(name, value)
         self._add_forwarding(out, info, trusted)
@@ -188,10 +211,10 @@ class HeaderPolicy:
     @staticmethod
     def request_id(headers: CIMultiDictProxy[str]) -> str:
         """The client's X-Request-Id if it is sane (one value, short, plain), else a new one."""
-        values = headers.getall("X-Request-Id", [])
+        values = headers.getall("X-Request-Id", ())
         if len(values) == 1 and _REQUEST_ID.fullmatch(values[0]):
             return values[0]
-        return os.urandom(16).hex()  # 128 random bits, like a UUID4, at a third of the cost
+        return new_request_id()
 
     # --- responses ----------------------------------------------------------------------
 
@@ -205,18 +228,22 @@ class HeaderPolicy:
         out: CIMultiDict[str] = CIMultiDict()
         set_values: list[str] = []
         patch_values: list[str] = []
+        cache = self._response_cache
         for name, value in headers:
-            lowered = name.lower()
-            kind = self._response_kind(lowered)
+            kind = cache.get(name)  # names repeat in the same spelling: one lookup
+            if kind is None:
+                kind = self._response_kind(name)
             if kind:
-                if kind == "set":
-                    set_values.append(value)
-                elif kind == "patch":
-                    patch_values.append(value)
-                continue
-            if named and (lowered in named or canonical_name(lowered) in named):
-                continue
-            if lowered == "set-cookie" and self.names_chunk(value):
+                if kind == "cookie":
+                    if self.names_chunk(value):
+                        continue
+                else:
+                    if kind == "set":
+                        set_values.append(value)
+                    elif kind == "patch":
+                        patch_values.append(value)
+                    continue
+            if named and canonical_name(name) in named:
                 continue
             out.add(name, value)
         return ResponseHeaders(out, set_values, patch_values)
@@ -257,16 +284,53 @@ class HeaderPolicy:
             if d.lower() not in ("public", "private") and not d.lower().startswith("s-maxage")
         ]
         headers["Cache-Control"] = ", ".join(["private", *kept])
-        vary = [v.strip() for value in headers.popall("Vary", ()) for v in value.split(",")]
-        vary = [v for v in vary if v]
-        if not any(v == "*" or v.lower() == "cookie" for v in vary):
-            vary.append("Cookie")
-        headers["Vary"] = ", ".join(vary)
+        HeaderPolicy.vary_on_cookie(headers)
+
+    @staticmethod
+    def vary_on_cookie(headers: CIMultiDict[str]) -> None:
+        """Say that the response depends on the request's ``Cookie`` (RFC 9110 section
+        12.5.5): ``Cookie`` joins the backend's ``Vary`` in one field, unless it already names
+        ``Cookie`` in any case, or is ``*`` (which varies on everything already)."""
+        values = headers.getall("Vary", None)
+        if values is None:
+            headers["Vary"] = "Cookie"
+            return
+        members = [m.strip() for value in values for m in value.split(",")]
+        if any(m == "*" or m.lower() == "cookie" for m in members):
+            return
+        headers.popall("Vary", None)
+        headers["Vary"] = ", ".join([*(m for m in members if m), "Cookie"])
 
 
+class _RequestIds:
+    """32 hex digits: 64 random bits drawn once per process, then a 64-bit counter.
+
+    Unique across workers and restarts like a UUID4, without a getrandom() syscall per
+    request. An id tells how many requests its worker has served; it is a correlation id,
+    never a secret. A forked child draws a prefix of its own."""
+
+    def __init__(self) -> None:
+        self._reseed()
+        os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+#: A new request id (see :class:`_RequestIds`).
+new_request_id = _RequestIds()
+
+
+@functools.lru_cache(maxsize=256)  # a few spellings ("keep-alive", "close") are almost all
 def _connection_tokens(connection: str) -> frozenset[str]:
     """Names a Connection header removes: never the framing headers (RFC 9112 section 6)."""
     if not connection:
         return frozenset()
     tokens = {canonical_name(t.strip()) for t in connection.split(",")}
-    return frozenset(tokens - _FRAMING - {""})
+    # Hop-by-hop names go anyway, and "close" names no field: what is left is usually nothing,
+    # and then no header needs the per-name check.
+    return frozenset(tokens - _FRAMING - _ALWAYS_DROPPED)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -31,12 +30,13 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import StreamReader
 
+from proxy.http_headers import new_request_id
 from proxy.proxy_exchange import Exchange
-from proxy.proxy_heads import json_head, request_head
+from proxy.proxy_heads import json_answer, request_head
 from proxy.proxy_state import ProxyState
 from proxy.proxy_upstream import UpstreamLeg
 from proxy.request_record import Observer, RequestRecord, forwarded_client
-from proxy.routing import normalize_path
+from proxy.routing import normalize_path, valid_host
 from proxy.upstream_connection import UpstreamConnection, UpstreamPool
 
 log = logging.getLogger("session_sidecar.proxy")
@@ -70,6 +70,8 @@ class ProxyServer:
         self.max_field_size = max_field_size
         self.connections: set[ProxyConnection] = set()
         self.closing = False
+        #: Made inside the worker's loop; kept, since get_running_loop() costs a syscall.
+        self.loop = asyncio.get_running_loop()
         self._sweeping: asyncio.TimerHandle | None = None
 
     def load(self) -> tuple[int, int]:
@@ -84,7 +86,7 @@ class ProxyServer:
 
     def _sweep(self) -> None:
         """Every SWEEP_SECONDS: answer 504 for each upstream response head that is overdue."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         now = loop.time()
         for connection in list(self.connections):
             connection.check_deadline(now)
@@ -109,7 +111,7 @@ class ProxyConnection(BaseProtocol):
     """One client connection on the proxied port."""
 
     def __init__(self, server: ProxyServer) -> None:
-        loop = asyncio.get_running_loop()
+        loop = server.loop
         super().__init__(loop)
         self.server = server
         self._request_parser = HttpRequestParser(
@@ -285,10 +287,12 @@ class ProxyConnection(BaseProtocol):
         if self._parse_error is not None:
             status, error = self._parse_error
             self._parse_error = None
-            request_id = os.urandom(16).hex()
-            self.write(json_head(status, {"error": error}, request_id, keep_alive=False))
+            request_id = new_request_id()
+            answer, size = json_answer(status, {"error": error}, request_id, keep_alive=False)
+            self.write(answer)
             # Logged and counted like any request; nothing of it was readable but its fate.
             record = RequestRecord(request_id, self._peer, "-", "-", status, started=time.time())
+            record.bytes_out = size
             self._report_record(record)
             self.close()
         elif self._client_eof or self.server.closing:
@@ -342,8 +346,16 @@ class ProxyConnection(BaseProtocol):
             self.reply(ex, 405, {"error": "method_not_allowed"})
             return
         # RFC 9112 section 3.2.2: with an absolute-form target the authority in it replaces
-        # Host. Either way it only selects among the configured upstreams.
-        host = (url.host_port_subcomponent or "") if url.absolute else headers_in.get("Host", "")
+        # Host. Either way it only selects among the configured upstreams. Section 3.2: an
+        # invalid Host (or authority) is a 400, never a route; an HTTP/1.0 request may lack it.
+        host = headers_in.get("Host")
+        if (host is not None and not valid_host(host)) or (
+            url.absolute and not valid_host(url.raw_authority)
+        ):
+            ex.keep_alive = False
+            self.reply(ex, 400, {"error": "bad_host"})
+            return
+        host = (url.host_port_subcomponent or "") if url.absolute else host or ""
         path = normalize_path(url.raw_path)
         route = state.router.route(host, path, url.raw_query_string)
         if route is None:
@@ -354,7 +366,7 @@ class ProxyConnection(BaseProtocol):
 
         cookies = _joined(headers_in.getall("Cookie", ()))
         inbound = ex.inbound = state.exchange.inbound(cookies, decode=upstream.forward_session)
-        record.session_state = inbound.state.value
+        record.session_state = inbound.state._value_  # not .value: a Python-level property
         record.session_reason = inbound.reason
         if inbound.reason and log.isEnabledFor(logging.DEBUG):
             # The reason is one of the codec's fixed phrases: it never quotes the cookie.
@@ -416,7 +428,10 @@ class ProxyConnection(BaseProtocol):
         self.release(ex, clean=False)
         ex.record.status = status
         ex.responded = True
-        self.write(json_head(status, body, ex.record.request_id, ex.keep_alive, extra))
+        answer, ex.record.bytes_out = json_answer(
+            status, body, ex.record.request_id, ex.keep_alive, extra
+        )
+        self.write(answer)
         self.finish(ex)
 
     def finish(self, ex: Exchange) -> None:
@@ -430,6 +445,7 @@ class ProxyConnection(BaseProtocol):
         self._current = None
         self._idle_since = self._loop.time()
         if not ex.keep_alive:
+            self._queue.clear()  # pipelined requests behind it die with the connection
             self.close(linger=ex.body_unread)
         elif self._queue or self._parse_error is not None:
             # Not from inside the upstream's data_received: the next request may take the

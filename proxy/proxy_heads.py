@@ -22,6 +22,7 @@ from proxy.http_headers import ForwardingInfo, HeaderPolicy, ResponseHeaders
 from proxy.proxy_exchange import Exchange
 from proxy.request_record import RequestRecord
 from proxy.routing import Route
+from proxy.session_codec import SessionState
 from proxy.session_exchange import Inbound, Outbound
 from proxy.websocket_tunnel import Handshake, classify_request
 
@@ -55,7 +56,7 @@ def request_head(
         headers["Cookie"] = inbound.cookies.others
     if upstream.forward_session:
         headers[policy.session_header] = inbound.payload
-        headers[policy.status_header] = inbound.state.value
+        headers[policy.status_header] = inbound.state._value_
         if inbound.migrated:
             headers[policy.migrated_header] = inbound.migrated
     headers["X-Request-Id"] = ex.record.request_id
@@ -94,6 +95,10 @@ def response_head(ex: Exchange, message: RawResponseMessage) -> bytes | Refusal:
     headers = _session_response_headers(ex, message, connection)
     if isinstance(headers, Refusal):
         return headers
+    if _inbound(ex).state is SessionState.VALID and ex.upstream and ex.upstream.forward_session:
+        # The backend read the session from this request's cookies: a shared cache must key
+        # the answer on them (Flask's session interface says the same whenever it is read).
+        HeaderPolicy.vary_on_cookie(headers)
     bodyless = ex.message.method == "HEAD" or message.code in (204, 304)
     if not bodyless and "Content-Length" not in headers:
         # Framing is per hop (RFC 9112 section 6), decided on the headers this hop sends:
@@ -171,7 +176,7 @@ def _session_values(ex: Exchange, split: ResponseHeaders) -> tuple[list[str], li
 
 
 def _record_outbound(record: RequestRecord, outbound: Outbound) -> None:
-    record.session_change = outbound.change.value
+    record.session_change = outbound.change._value_
     if outbound.chunks:
         record.session_bytes_out = outbound.size
         record.session_chunks_out = outbound.chunks
@@ -188,18 +193,21 @@ def encode_head(first_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
     Values come from aiohttp's parser or from the proxy itself, so they hold no CR or LF;
     ``surrogateescape`` gives back any non-UTF-8 bytes a peer sent, unchanged.
     """
-    lines = [f"{name}: {value}\r\n" for name, value in headers]
-    return f"{first_line}\r\n{''.join(lines)}\r\n".encode("utf-8", "surrogateescape")
+    # str.join over the pairs runs in C: no Python-level step per field.
+    fields = "\r\n".join(map(": ".join, headers))
+    text = f"{first_line}\r\n{fields}\r\n\r\n" if fields else f"{first_line}\r\n\r\n"
+    return text.encode("utf-8", "surrogateescape")
 
 
-def json_head(
+def json_answer(
     status: int,
     body: Mapping[str, object],
     request_id: str,
     keep_alive: bool,
     extra: Iterable[tuple[str, str]] = (),
-) -> bytes:
-    """The proxy's own answer: a small JSON body, framed by Content-Length."""
+) -> tuple[bytes, int]:
+    """The proxy's own answer, a small JSON body framed by Content-Length, and the size of
+    that body (the access log's ``out``)."""
     data = json.dumps(body, separators=(",", ":")).encode()
     headers = [
         ("Content-Type", "application/json"),
@@ -209,7 +217,8 @@ def json_head(
     ]
     if not keep_alive:
         headers.append(("Connection", "close"))
-    return encode_head(f"HTTP/1.1 {status} {_REASONS.get(status, '')}", headers) + data
+    head = encode_head(f"HTTP/1.1 {status} {_REASONS.get(status, '')}", headers)
+    return head + data, len(data)
 
 
 _REASONS = {

@@ -4,12 +4,18 @@ Built once from the configuration. Upstreams whose ``host`` matches the request'
 preferred (exact names before ``*.`` wildcards, longer wildcards first), then those without a
 ``host``; within the first group that has a match, the longest ``path_prefix`` wins. Prefixes
 match whole path segments: ``/api`` matches ``/api`` and ``/api/x``, never ``/apix``.
+
+A request whose host is not a plain authority (:func:`valid_host`) gets no route at all: the
+connection answers ``400`` before routing (RFC 9112 section 3.2).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from proxy.config import Upstream
 
@@ -64,6 +70,59 @@ class Router:
                 if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
                     return Route(up, _target(up, path, query))
         return None
+
+
+_OCTET: Final = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # no leading zero (octal)
+_IPV4: Final = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+#: 1 to 65535, without leading zeros.
+_PORT: Final = (
+    r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+)
+_LABEL: Final = r"[A-Za-z0-9-]{1,63}+"
+#: Possessive repeats: a label ends only at "." or ":", so nothing is ever given back and a
+#: refused host costs one pass, however it is spelled.
+_HOST: Final = re.compile(
+    rf"(?P<name>{_LABEL}(?:\.{_LABEL})*+\.?"  # a name or an IPv4 address; one trailing dot
+    r"|\[[0-9A-Fa-f:.]{2,45}+\])"  # an IPv6 address in brackets, checked by ipaddress below
+    rf"(?::{_PORT})?"
+)
+#: A last label a URL parser reads as a number (WHATWG URL's "ends in a number"): the name is
+#: then an IPv4 address to it (127.1, 0x7f.1), so it must be a plain dotted quad.
+_NUMBER: Final = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
+#: 253 characters of name (RFC 1035 section 2.3.4), a trailing dot and ":65535".
+_MAX_HOST_CHARS: Final = 260
+#: Hosts already found valid: a worker sees a few, so the check is usually one set lookup.
+_VALID_HOSTS: set[str] = set()
+_VALID_HOSTS_MAX: Final = 1024
+
+
+def valid_host(host: str) -> bool:
+    """Is ``host`` (a Host field or an absolute-form target's authority) fit to route and
+    forward? RFC 9112 section 3.2: a server answers 400 to an invalid Host.
+
+    Accepted: a name of letters, digits and hyphens in dot-separated labels (one trailing dot
+    allowed), a dotted-quad IPv4 address or a bracketed IPv6 address, each with an optional
+    port 1-65535 without leading zeros. Everything RFC 3986's reg-name allows beyond that
+    (percent-encoding, sub-delims), userinfo, an empty host or port and any other character
+    is refused: a backend or a cache could read such a host differently from the router.
+    Valid hosts are remembered (a bounded set), so the usual answer costs a set lookup.
+    """
+    if host in _VALID_HOSTS:
+        return True
+    match = _HOST.fullmatch(host) if len(host) <= _MAX_HOST_CHARS else None
+    if match is None:
+        return False
+    name = match["name"]
+    if name.startswith("["):
+        try:
+            ipaddress.IPv6Address(name[1:-1])
+        except ValueError:
+            return False
+    elif _NUMBER.fullmatch(name.rstrip(".").rpartition(".")[2]) and not _IPV4.fullmatch(name):
+        return False
+    if len(_VALID_HOSTS) < _VALID_HOSTS_MAX:
+        _VALID_HOSTS.add(host)
+    return True
 
 
 def _longest_prefix_first(group: list[Upstream]) -> list[Upstream]:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make bench`: proxy throughput beside nginx, and 1 GiB streamed each way. See docs/benchmarks.md.
+# `make bench`: the sidecar beside nginx, a bare proxy and Apache, in one interleaved run; then
+# the regression guard against docs/bench-baseline.json. See docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec .venv/bin/python scripts/bench_proxy.py "$@"

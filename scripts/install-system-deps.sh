@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian tools that the integration tests and benchmarks drive: Node.js (backend),
-# Go (backend), nginx + wrk (benchmark reference), Chromium (browser test), docker-compose v1
-# (compose validation), debootstrap (base images from a Debian rootfs), iproute2
-# (network namespaces), docker.io (a real engine), haproxy + caddy (front proxies),
-# php-fpm + puma (backend servers).
+# Go (backend), nginx + apache2 + wrk + hey (the bench's peers and load generators), Chromium
+# (browser test), docker-compose v1 (compose validation), debootstrap (base images from a Debian
+# rootfs), iproute2 (network namespaces), docker.io (a real engine), haproxy + caddy (front
+# proxies), php-fpm + puma (backend servers).
 # Idempotent; does nothing when all are present.
 set -euo pipefail
 
@@ -14,6 +14,9 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v hey >/dev/null 2>&1 || need+=(hey)
+# Apache 2.4 with mod_session, mod_session_cookie and mod_session_crypto: the bench's peer.
+command -v apache2 >/dev/null 2>&1 || need+=(apache2)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)

@@ -20,6 +20,9 @@ Then, only if something changed:
 Values must be plain JSON (dict, list, str, int, float, bool, None; a tuple becomes a list).
 JSON is written compact and ASCII only, non-ASCII as ``\\uXXXX``: header values must be ASCII.
 A response that already carries ``X-Set-Session`` or ``X-Patch-Session`` is left alone.
+
+Like Flask's own session interface, a response gets ``Vary: Cookie`` whenever the session was
+read or written: the session comes from the client's cookies, so a shared cache must key on them.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class SidecarSession(CallbackDict[str, Any], SessionMixin):
     def __init__(self, initial: dict[str, Any], status: str, migrated: bool) -> None:
         def on_update(self: SidecarSession) -> None:
             self.modified = True
+            self.accessed = True
 
         super().__init__(initial, on_update)
         #: ``absent``, ``valid``, ``expired`` or ``invalid``; treat anything but ``valid`` as
@@ -61,6 +65,21 @@ class SidecarSession(CallbackDict[str, Any], SessionMixin):
         self.modified = False
         #: What was read, kept apart from the live dict, to compare with at the end.
         self.original: dict[str, Any] = json.loads(json.dumps(initial))
+        self.accessed = False
+
+    # Flask before 3.1.3 counts a read as these calls, as its SecureCookieSession did; from
+    # 3.1.3 on the request context also marks any use of ``flask.session``.
+    def __getitem__(self, key: str) -> Any:
+        self.accessed = True
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.accessed = True
+        return super().get(key, default)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self.accessed = True
+        return super().setdefault(key, default)
 
 
 class SidecarSessionInterface(SessionInterface):
@@ -80,11 +99,14 @@ class SidecarSessionInterface(SessionInterface):
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, SidecarSession):
             return
+        if session.accessed:
+            response.vary.add("Cookie")
         if SET_HEADER in response.headers or PATCH_HEADER in response.headers:
             return
         header = session_header(session.original, dict(session))
         if header is not None:
             response.headers[header[0]] = header[1]
+            response.vary.add("Cookie")
 
 
 def session_header(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, str] | None:

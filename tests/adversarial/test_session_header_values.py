@@ -139,7 +139,44 @@ def test_a_response_that_leaves_the_session_alone_keeps_its_cache_headers(
 ) -> None:
     reply = respond(client, ("Cache-Control", "public, max-age=60"))
     assert reply.headers["Cache-Control"] == "public, max-age=60"
+
+
+@pytest.mark.parametrize(
+    ("sent", "vary"),
+    [
+        ([], ["Cookie"]),
+        ([("Vary", "Accept")], ["Accept, Cookie"]),
+        ([("Vary", "Accept"), ("Vary", "Origin")], ["Accept, Origin, Cookie"]),
+        ([("Vary", "Accept, , Origin")], ["Accept, Origin, Cookie"]),
+        ([("Vary", "Cookie")], ["Cookie"]),
+        ([("Vary", "accept, COOKIE")], ["accept, COOKIE"]),
+        ([("Vary", "Accept"), ("Vary", "cookie")], ["Accept", "cookie"]),
+        ([("Vary", "*")], ["*"]),
+        ([("Vary", "Accept, *")], ["Accept, *"]),
+    ],
+)
+def test_a_response_made_with_a_valid_session_varies_on_cookie(
+    client: CookieClient, sent: list[tuple[str, str]], vary: list[str]
+) -> None:
+    # Issue 14 finding 9: the backend read the session, so a shared cache must key on Cookie.
+    reply = respond(client, ("Cache-Control", "public, max-age=60"), *sent)
+    assert reply.headers.getall("Vary") == vary
+    assert reply.headers["Cache-Control"] == "public, max-age=60"
+
+
+def test_a_response_made_without_a_session_does_not_vary_on_cookie(proxy: RunningProxy) -> None:
+    with CookieClient(proxy.url) as anonymous:
+        reply = respond(anonymous, ("Cache-Control", "public, max-age=60"))
+    assert reply.status == 200
     assert "Vary" not in reply.headers
+
+
+def test_a_response_made_with_an_invalid_session_does_not_vary_on_cookie(
+    client: CookieClient,
+) -> None:
+    client.cookies["session.0"] = client.cookies["session.0"][:-4] + "AAAA"
+    assert client.get("/whoami").json()["status"] == "invalid"
+    assert "Vary" not in respond(client, ("Cache-Control", "public")).headers
 
 
 # --- disguised chunk cookies (issue 7 item 11) ---------------------------------------------
@@ -199,9 +236,9 @@ def test_a_patch_sent_with_a_set_header_is_a_502_and_the_old_session_survives(
 # --- forward_session: false (issue 9) --------------------------------------------------------
 
 
-def test_an_upstream_without_forward_session_never_sees_or_writes_the_session(
-    backend: RunningBackend,
-) -> None:
+@pytest.fixture(scope="module")
+def static_proxy(backend: RunningBackend) -> Iterator[RunningProxy]:
+    """The backend as the catch-all, and again under ``/static`` with forward_session off."""
     config = base_config(backend.url)
     config["upstreams"].append(
         {
@@ -212,7 +249,14 @@ def test_an_upstream_without_forward_session_never_sees_or_writes_the_session(
             "forward_session": False,
         }
     )
-    with WATCH.start_proxy(config) as running, CookieClient(running.url) as client:
+    with WATCH.start_proxy(config) as running:
+        yield running
+
+
+def test_an_upstream_without_forward_session_never_sees_or_writes_the_session(
+    static_proxy: RunningProxy,
+) -> None:
+    with CookieClient(static_proxy.url) as client:
         assert respond(client, ("X-Set-Session", json.dumps(OLD))).status == 200
         seen = client.get("/static/whoami").json()
         assert (seen["session"], seen["status"]) == (None, None)
@@ -224,6 +268,18 @@ def test_an_upstream_without_forward_session_never_sees_or_writes_the_session(
         query = urlencode([("h", "X.Patch.Session"), ("v", '{"user":"mallory"}')])
         assert client.get(f"/static/respond?{query}").set_cookies == []
         assert session_seen(client) == OLD
+
+
+def test_an_upstream_without_forward_session_does_not_vary_on_cookie(
+    static_proxy: RunningProxy,
+) -> None:
+    # Its answers cannot depend on a session it never receives (issue 14 finding 9).
+    with CookieClient(static_proxy.url) as client:
+        assert respond(client, ("X-Set-Session", json.dumps(OLD))).status == 200
+        assert "Vary" in respond(client, ("Cache-Control", "public")).headers
+        reply = client.get(f"/static/respond?{urlencode({'h': 'Cache-Control', 'v': 'public'})}")
+        assert reply.status == 200
+        assert "Vary" not in reply.headers
 
 
 # --- max_session_header_bytes (issue 8) ------------------------------------------------

@@ -590,6 +590,24 @@ def test_asgi_a_session_set_before_a_websocket_accept_is_a_cookie_on_the_101(
         assert seen(client)["session"] == {"ws": "accepted"}
 
 
+# --- shared caches (issue 14 finding 9) ------------------------------------------------------
+
+
+def test_a_response_made_with_the_session_varies_on_cookie_once(client: CookieClient) -> None:
+    seed(client, {"user": "alice"})
+    assert client.get("/session").headers.getall("Vary") == ["Cookie"]
+
+
+def test_the_flask_adapter_varies_on_cookie_whenever_the_session_is_read(
+    adapter: str, client: CookieClient
+) -> None:
+    if adapter != "flask":
+        pytest.skip("Flask's own session interface adds Vary: Cookie; the others do not")
+    # No session: the proxy adds nothing, so the Vary is the adapter's, as Flask's would be.
+    assert client.get("/session").headers.getall("Vary") == ["Cookie"]
+    assert "Vary" not in client.get("/healthz").headers
+
+
 # --- the adapters' own checks -----------------------------------------------------------------
 
 

@@ -372,3 +372,35 @@ def test_tampered_chunk_in_the_browser_invalidates_the_whole_session(tab: Browse
     assert_jar_holds_exactly(tab, merged.live)
     after = tab.whoami()
     assert (after.body["status"], after.body["session"]) == ("valid", {"after": "tamper"})
+
+
+def test_a_host_prefixed_session_is_stored_and_sent_back_whole(
+    browser: Browser, backend: RunningBackend
+) -> None:
+    # Issue 14 finding 10: a __Host- name (Secure, host-only, Path=/, as check-config demands)
+    # works end to end. Chromium counts http://127.0.0.1 as a secure origin, so it keeps
+    # Secure cookies here without TLS.
+    name = "__Host-session"
+    cookie = {"name": name, "secure": True, "chunk_size": CHUNK_SIZE}
+    with start_proxy(base_config(backend.url, cookie=cookie)) as proxy:
+        context = browser.new_context()
+        context.set_default_timeout(BROWSER_TIMEOUT_MS)
+        try:
+            page = context.new_page()
+            assert (landing := page.goto(proxy.url + "/")) is not None and landing.ok
+            tab = BrowserTab(context, page, proxy.url)
+            grown = tab.grow(GROW_KB, "a")  # over 8 KB of session: more than one chunk
+            jar = context.cookies(proxy.url)
+            assert len(jar) >= 2
+            assert sorted(c["name"] for c in jar) == [f"{name}.{i}" for i in range(len(jar))]
+            for stored in jar:
+                assert (stored["secure"], stored["domain"], stored["path"]) == (
+                    True,
+                    "127.0.0.1",
+                    "/",
+                )
+            who = tab.whoami()
+            assert who.body["status"] == "valid"
+            assert len(who.body["session_raw"]) == grown.body["bytes"]
+        finally:
+            context.close()

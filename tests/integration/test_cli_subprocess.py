@@ -114,3 +114,22 @@ def test_serve_says_once_at_start_that_the_development_secret_signs() -> None:
     assert len(lines) == 1, proxy.output()
     expected = " WARNING session_sidecar.server: !!! WARNING: secrets[0] (env SESSION_SECRET)"
     assert expected in lines[0]
+
+
+def test_check_config_refuses_a_host_prefixed_cookie_that_browsers_would_drop(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "proxy.yaml"
+    config.write_text(
+        "secrets: ['${SESSION_SECRET}']\nupstreams: [{url: 'http://127.0.0.1:9'}]\n"
+        "cookie: {name: __Host-session, secure: false, domain: example.com}\n"
+    )
+    done = run("check-config", "-c", str(config))
+    assert done.returncode == 2
+    why = "for the __Host- cookie name '__Host-session': browsers drop it otherwise"
+    assert done.stderr.splitlines() == [
+        f"{config}: 2 configuration error(s):",
+        f"  cookie.secure: must be true {why} (RFC 6265bis 4.1.3)",
+        f"  cookie.domain: must be unset {why} (RFC 6265bis 4.1.3)",
+    ]
+    assert done.stdout == ""

@@ -482,6 +482,52 @@ def test_same_site_none_requires_secure() -> None:
     ]
 
 
+#: RFC 6265bis section 4.1.3, in check-config's words.
+PREFIX_WHY = "browsers drop it otherwise (RFC 6265bis 4.1.3)"
+
+
+@pytest.mark.parametrize("name", ["__Host-session", "__host-session", "__HOST-s"])
+def test_a_host_prefixed_name_requires_secure(name: str) -> None:
+    assert errors_of(MINIMAL + f"cookie:\n  name: {name}\n  secure: false\n") == [
+        f"cookie.secure: must be true for the __Host- cookie name {name!r}: {PREFIX_WHY}"
+    ]
+
+
+def test_a_host_prefixed_name_refuses_a_domain() -> None:
+    assert errors_of(MINIMAL + "cookie:\n  name: __Host-s\n  domain: example.com\n") == [
+        f"cookie.domain: must be unset for the __Host- cookie name '__Host-s': {PREFIX_WHY}"
+    ]
+
+
+def test_a_host_prefixed_name_requires_the_root_path() -> None:
+    assert errors_of(MINIMAL + "cookie:\n  name: __hOsT-s\n  path: /app\n") == [
+        "cookie.path: got '/app'; must be '/' for the __Host- cookie name '__hOsT-s': " + PREFIX_WHY
+    ]
+
+
+@pytest.mark.parametrize("name", ["__Secure-session", "__secure-session", "__SECURE-s"])
+def test_a_secure_prefixed_name_requires_secure(name: str) -> None:
+    assert errors_of(MINIMAL + f"cookie:\n  name: {name}\n  secure: false\n") == [
+        f"cookie.secure: must be true for the __Secure- cookie name {name!r}: {PREFIX_WHY}"
+    ]
+
+
+def test_a_secure_prefixed_name_may_have_a_domain_and_a_path() -> None:
+    text = "cookie:\n  name: __Secure-s\n  domain: example.com\n  path: /app\n"
+    cookie = parse(MINIMAL + text).cookie
+    assert (cookie.name, cookie.domain, cookie.path) == ("__Secure-s", "example.com", "/app")
+
+
+def test_a_host_prefixed_name_with_its_defaults_is_accepted() -> None:
+    cookie = parse(MINIMAL + "cookie:\n  name: __Host-session\n").cookie
+    assert (cookie.secure, cookie.domain, cookie.path) == (True, None, "/")
+
+
+def test_a_name_that_only_resembles_a_prefix_is_not_checked() -> None:
+    for name in ("_Host-s", "__Hosts", "Host-s", "x__Host-s"):
+        assert parse(MINIMAL + f"cookie:\n  name: {name}\n  secure: false\n").cookie.name == name
+
+
 def test_chunk_size_over_the_browser_limit_is_rejected() -> None:
     assert errors_of(MINIMAL + "cookie:\n  chunk_size: 4094\n") == [
         "cookie.chunk_size: 4094 is more than browsers accept for name=value; use at most 4093"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
+import proxy.routing
 from proxy.config import parse_config
-from proxy.routing import Router, normalize_path
+from proxy.routing import Router, normalize_path, valid_host
 
 ENV = {"SESSION_SECRET": "routing-test-secret-0123456789-abcdefghijkl"}
 MINIMAL = "secrets:\n  - ${SESSION_SECRET}\nupstreams:\n  - url: http://127.0.0.1:8001\n"
@@ -106,6 +109,34 @@ def test_ipv6_literal_host_is_matched_whole_without_its_port() -> None:
     (up,) = parse_config(MINIMAL, env=ENV).upstreams
     r = Router([replace(up, match_host="[2001:db8::1]")])
     assert chosen(r, "[2001:DB8::1]:8443") == up.name
+
+
+# --- which hosts may be routed at all (the wire cases are in tests/adversarial) ------------
+
+
+def test_a_valid_host_is_remembered_so_the_next_check_is_a_lookup() -> None:
+    assert valid_host("remembered.example.com:8443")
+    assert "remembered.example.com:8443" in proxy.routing._VALID_HOSTS
+
+
+def test_a_refused_host_is_never_remembered() -> None:
+    assert not valid_host("x@remembered.example.com")
+    assert "x@remembered.example.com" not in proxy.routing._VALID_HOSTS
+
+
+def test_once_the_memory_is_full_hosts_are_still_checked_and_not_added(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(proxy.routing, "_VALID_HOSTS", set())
+    for n in range(proxy.routing._VALID_HOSTS_MAX + 10):
+        assert valid_host(f"h{n}.example.com")
+    assert len(proxy.routing._VALID_HOSTS) == proxy.routing._VALID_HOSTS_MAX
+    assert not valid_host("h1.example.com:0")
+
+
+def test_an_ipv6_literal_is_checked_by_its_address_not_only_its_characters() -> None:
+    assert valid_host("[2001:db8::1]:8443")
+    assert not valid_host("[2001:db8:::1]")
 
 
 def test_host_group_without_a_matching_prefix_falls_through_to_the_next_group() -> None:
