@@ -70,14 +70,9 @@ class SidecarSession(dict[str, Any]):
     def from_headers(cls, headers: dict[bytes, bytes]) -> SidecarSession:
         """The session in a request's headers (lower-case names); empty unless ``valid``."""
         status = headers.get(STATUS_HEADER.lower().encode(), b"absent").decode("latin-1")
-        data: Any = {}
-        if status == "valid":
-            try:
-                data = json.loads(headers.get(SESSION_HEADER.lower().encode(), b"{}"))
-            except ValueError:
-                data = {}
+        data = read_session(status, headers.get(SESSION_HEADER.lower().encode()))
         migrated = f"{SESSION_HEADER}-Migrated".lower().encode() in headers
-        return cls(data if isinstance(data, dict) else {}, status, migrated)
+        return cls(data, status, migrated)
 
 
 class SidecarSessionMiddleware:
@@ -133,6 +128,19 @@ def dump_json(value: Any) -> str:
 
 # The rules below are session_sidecar_flask's, word for word, so that each adapter stays one
 # file with one dependency; tests/unit/test_python_adapters.py keeps the copies the same.
+
+
+def read_session(status: str, raw: str | bytes | None) -> dict[str, Any]:
+    """The session in ``X-Session`` when ``X-Session-Status`` is ``valid``; ``{}`` for any other
+    status (``absent``, ``expired``, ``invalid``, ``revoked``, one added later, or none), and
+    for a value that is not a JSON object: only ``valid`` is a session."""
+    if status != "valid" or raw is None:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def session_header(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, str] | None:

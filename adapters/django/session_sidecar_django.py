@@ -80,14 +80,9 @@ class SidecarSession(SessionBase):  # type: ignore[misc]
     def from_headers(cls, meta: Mapping[str, Any]) -> SidecarSession:
         """The session in a WSGI or ASGI request's ``META``; empty unless ``valid``."""
         status = str(meta.get(_meta_name(STATUS_HEADER), "absent"))
-        data: Any = {}
-        if status == "valid":
-            try:
-                data = json.loads(meta.get(_meta_name(SESSION_HEADER), "{}"))
-            except ValueError:
-                data = {}
+        data = read_session(status, meta.get(_meta_name(SESSION_HEADER)))
         migrated = _meta_name(f"{SESSION_HEADER}-Migrated") in meta
-        return cls(data if isinstance(data, dict) else {}, status, migrated)
+        return cls(data, status, migrated)
 
     # Django's storage methods: there is no store, so there is nothing to load or keep.
 
@@ -141,6 +136,19 @@ def dump_json(value: Any) -> str:
 
 # The rules below are session_sidecar_flask's, word for word, so that each adapter stays one
 # file with one dependency; tests/unit/test_python_adapters.py keeps the copies the same.
+
+
+def read_session(status: str, raw: str | bytes | None) -> dict[str, Any]:
+    """The session in ``X-Session`` when ``X-Session-Status`` is ``valid``; ``{}`` for any other
+    status (``absent``, ``expired``, ``invalid``, ``revoked``, one added later, or none), and
+    for a value that is not a JSON object: only ``valid`` is a session."""
+    if status != "valid" or raw is None:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def session_header(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, str] | None:

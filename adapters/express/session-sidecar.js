@@ -5,10 +5,12 @@
 //   app.get('/', (req, res) => { req.session.views = (req.session.views ?? 0) + 1; ... });
 //
 // `req.session` is the session the proxy sent in `X-Session` (trusted: the proxy strips any
-// copy a client sent), as a plain object; `req.sessionStatus` is `absent`, `valid`, `expired`
-// or `invalid`. Just before the response head is written, the session is compared with what
-// was read, key by key, by its JSON, so nested changes (`req.session.cart.push(1)`) count.
-// Only if something changed, one header is set:
+// copy a client sent), as a plain object, when `X-Session-Status` is `valid`; for every other
+// status (`absent`, `expired`, `invalid`, `revoked`, or one added later) and without one it is
+// `{}`. `req.sessionStatus` is that status (`absent` when missing). Just before the response
+// head is written, the session is compared with what was read, key by key, by its JSON, so
+// nested changes (`req.session.cart.push(1)`) count. Only if something changed, one header is
+// set:
 //
 // * an emptied session (or `req.session = null`) as `X-Set-Session: {}`;
 // * a change to some keys as `X-Patch-Session`, an RFC 7396 merge patch of just those keys (a
@@ -36,9 +38,10 @@ const PATCH_HEADER = 'X-Patch-Session';
 
 function sessionSidecar() {
   return function sessionSidecarMiddleware(req, res, next) {
-    const original = readSession(req.headers[SESSION_HEADER]);
-    req.session = readSession(req.headers[SESSION_HEADER]);
     req.sessionStatus = req.headers[STATUS_HEADER] ?? 'absent';
+    const raw = req.sessionStatus === 'valid' ? req.headers[SESSION_HEADER] : undefined;
+    const original = readSession(raw);
+    req.session = readSession(raw);
     req.sessionMigrated = req.headers[`${SESSION_HEADER}-migrated`] !== undefined;
 
     const writeHead = res.writeHead;

@@ -6,7 +6,9 @@ Copy this one file into your app (it needs only Flask) and install the interface
     app.session_interface = SidecarSessionInterface()
 
 The session is read from the ``X-Session`` request header, which the proxy sets on every
-request and strips from clients, so it is trusted as is. At the end of the request the
+request and strips from clients, so it is trusted as is, but only when ``X-Session-Status`` is
+``valid``: for every other status (``absent``, ``expired``, ``invalid``, ``revoked``, or one
+added later) and without one, the session is empty. At the end of the request the
 session is compared with what was read, key by key, by its JSON, so a nested change
 (``session["cart"].append(1)``) is seen without ``session.modified = True`` (which is harmless).
 Then, only if something changed:
@@ -56,8 +58,7 @@ class SidecarSession(CallbackDict[str, Any], SessionMixin):
             self.accessed = True
 
         super().__init__(initial, on_update)
-        #: ``absent``, ``valid``, ``expired`` or ``invalid``; treat anything but ``valid`` as
-        #: logged out.
+        #: ``valid``, or why there is no session (``absent``, ``expired``, ...).
         self.status = status
         #: True when the proxy read this session from a legacy Flask cookie (``migrate:``).
         self.migrated = migrated
@@ -87,12 +88,7 @@ class SidecarSessionInterface(SessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> SidecarSession:
         status = request.headers.get(STATUS_HEADER, "absent")
-        try:
-            data = json.loads(request.headers.get(SESSION_HEADER, "{}"))
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            data = {}
+        data = read_session(status, request.headers.get(SESSION_HEADER))
         migrated = request.headers.get(f"{SESSION_HEADER}-Migrated") is not None
         return SidecarSession(data, status, migrated)
 
@@ -107,6 +103,19 @@ class SidecarSessionInterface(SessionInterface):
         if header is not None:
             response.headers[header[0]] = header[1]
             response.vary.add("Cookie")
+
+
+def read_session(status: str, raw: str | bytes | None) -> dict[str, Any]:
+    """The session in ``X-Session`` when ``X-Session-Status`` is ``valid``; ``{}`` for any other
+    status (``absent``, ``expired``, ``invalid``, ``revoked``, one added later, or none), and
+    for a value that is not a JSON object: only ``valid`` is a session."""
+    if status != "valid" or raw is None:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def session_header(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, str] | None:

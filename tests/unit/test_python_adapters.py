@@ -21,7 +21,13 @@ MODULES: Final = {
     "asgi": ADAPTERS / "asgi" / "session_sidecar_asgi.py",
 }
 #: The rules each adapter must carry word for word, and the header names they use.
-SHARED: Final = ("dump_json", "session_header", "merge_patch_diff", "_holds_member_null")
+SHARED: Final = (
+    "dump_json",
+    "read_session",
+    "session_header",
+    "merge_patch_diff",
+    "_holds_member_null",
+)
 HEADERS: Final = ("SESSION_HEADER", "STATUS_HEADER", "SET_HEADER", "PATCH_HEADER")
 
 

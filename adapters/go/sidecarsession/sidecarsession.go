@@ -2,9 +2,11 @@
 // session-sidecar. It uses the standard library only; copy this file into your module.
 //
 // The proxy sends the session as a compact JSON object in the X-Session request header
-// (trusted: the proxy strips any copy a client sent) with X-Session-Status. Read decodes it
-// into a map with json.Number for numbers, so 12345678901234567890 survives; ReadInto decodes
-// it into a value of your own type.
+// (trusted: the proxy strips any copy a client sent) with X-Session-Status. Only a session
+// whose status is valid is read: for every other status (absent, expired, invalid, revoked, or
+// one added later) and without one, the session is empty, whatever X-Session holds. Read
+// decodes it into a map with json.Number for numbers, so 12345678901234567890 survives;
+// ReadInto decodes it into a value of your own type.
 //
 // To write it, wrap your handler in Handler and change the Session that FromRequest returns:
 //
@@ -48,7 +50,7 @@ const (
 // Status is the proxy's verdict on the request's session cookies.
 type Status string
 
-// Treat every status but StatusValid as logged out.
+// Every status but StatusValid reads as an empty session: logged out.
 const (
 	StatusAbsent  Status = "absent"
 	StatusValid   Status = "valid"
@@ -59,8 +61,9 @@ const (
 // ErrNotObject is returned when X-Session is not a JSON object (not behind the proxy?).
 var ErrNotObject = errors.New("sidecarsession: X-Session is not a JSON object")
 
-// Read returns the request's session (never nil; empty when there is none), its status, and
-// an error if X-Session is present but not a JSON object. Numbers are json.Number.
+// Read returns the request's session (never nil; empty unless the status is StatusValid), its
+// status, and an error if the status is valid but X-Session is not a JSON object. Numbers are
+// json.Number.
 func Read(r *http.Request) (map[string]any, Status, error) {
 	var values map[string]any
 	status, err := ReadInto(r, &values)
@@ -71,14 +74,15 @@ func Read(r *http.Request) (map[string]any, Status, error) {
 }
 
 // ReadInto decodes the request's session into v (a pointer), with json.Number for numbers
-// held in interface values, and returns its status. A missing X-Session decodes as {}.
+// held in interface values, and returns its status. A missing X-Session, or any status but
+// StatusValid, decodes as {}.
 func ReadInto(r *http.Request, v any) (Status, error) {
 	status := Status(r.Header.Get(StatusHeader))
 	if status == "" {
 		status = StatusAbsent
 	}
 	raw := r.Header.Get(SessionHeader)
-	if raw == "" {
+	if raw == "" || status != StatusValid {
 		raw = "{}"
 	}
 	if err := decode([]byte(raw), v); err != nil {
@@ -114,8 +118,8 @@ type Session struct {
 	original map[string]any // decoded again, never handed out
 }
 
-// NewSession reads the request's session. A malformed X-Session reads as an empty session
-// with StatusInvalid.
+// NewSession reads the request's session. A malformed X-Session with StatusValid reads as an
+// empty session with StatusInvalid.
 func NewSession(r *http.Request) *Session {
 	values, status, err := Read(r)
 	original, _, _ := Read(r)

@@ -42,10 +42,34 @@ func TestReadWithoutHeadersIsAnEmptyAbsentSession(t *testing.T) {
 	}
 }
 
+func TestReadBelievesXSessionOnlyWhenTheStatusIsValid(t *testing.T) {
+	for _, status := range []string{"", "absent", "expired", "invalid", "revoked", "unheard-of", "Valid"} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set(SessionHeader, `{"user":"root"}`)
+		if status != "" {
+			r.Header.Set(StatusHeader, status)
+		}
+		values, _, err := Read(r)
+		if err != nil || values == nil || len(values) != 0 {
+			t.Errorf("status %q: got %v %v", status, values, err)
+		}
+		var typed struct {
+			User string `json:"user"`
+		}
+		if _, err := ReadInto(r, &typed); err != nil || typed.User != "" {
+			t.Errorf("status %q: ReadInto got %+v %v", status, typed, err)
+		}
+		if s := NewSession(r); len(s.Values()) != 0 || s.Get("user") != nil {
+			t.Errorf("status %q: NewSession got %v", status, s.Values())
+		}
+	}
+}
+
 func TestReadRefusesANonObject(t *testing.T) {
 	for _, raw := range []string{"[]", "null", `"x"`, "{} {}", "{"} {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.Header.Set(SessionHeader, raw)
+		r.Header.Set(StatusHeader, "valid")
 		if values, _, err := Read(r); err == nil || values == nil {
 			t.Errorf("%s: got %v %v", raw, values, err)
 		}
@@ -55,6 +79,7 @@ func TestReadRefusesANonObject(t *testing.T) {
 func TestReadIntoATypedValue(t *testing.T) {
 	r := httptest.NewRequest("GET", "/", nil)
 	r.Header.Set(SessionHeader, `{"user":"zo\u00eb","cart":[1,2]}`)
+	r.Header.Set(StatusHeader, "valid")
 	var v struct {
 		User string `json:"user"`
 		Cart []int  `json:"cart"`
@@ -106,6 +131,7 @@ func TestHandlerWritesBeforeTheHeadAndLeavesTheAppsHeaderAlone(t *testing.T) {
 	for path, want := range map[string]string{"/": `{"user":"bob"}`, "/own": `{"own":1}`} {
 		r := httptest.NewRequest("GET", path, nil)
 		r.Header.Set(SessionHeader, `{"user":"alice"}`)
+		r.Header.Set(StatusHeader, "valid")
 		w := httptest.NewRecorder()
 		handler.ServeHTTP(w, r)
 		if got := w.Header().Get(SetHeader) + w.Header().Get(PatchHeader); got != want {
