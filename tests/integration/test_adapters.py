@@ -508,30 +508,26 @@ def test_a_nested_member_removed_by_replacing_its_object_is_patched_as_null(
 # --- Django's session API ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def django_client(adapter: str, client: CookieClient) -> CookieClient:
-    if adapter != "django":
-        pytest.skip("Django's own session methods")
-    return client
+@pytest.mark.adapters("django")
+def test_django_flush_as_logout_calls_it_clears_the_session(client: CookieClient) -> None:
+    seed(client, {"user": "alice", "cart": [1]})
+    assert update(client, flush=True) == "X-Set-Session {}"
+    assert seen(client)["status"] == "absent"
 
 
-def test_django_flush_as_logout_calls_it_clears_the_session(django_client: CookieClient) -> None:
-    seed(django_client, {"user": "alice", "cart": [1]})
-    assert update(django_client, flush=True) == "X-Set-Session {}"
-    assert seen(django_client)["status"] == "absent"
-
-
-def test_django_auth_logout_clears_the_session(django_client: CookieClient) -> None:
-    seed(django_client, {"user": "alice"})
-    reply = django_client.request("POST", "/logout")
+@pytest.mark.adapters("django")
+def test_django_auth_logout_clears_the_session(client: CookieClient) -> None:
+    seed(client, {"user": "alice"})
+    reply = client.request("POST", "/logout")
     assert (reply.status, wrote(reply)) == (200, "X-Set-Session {}")
-    assert seen(django_client)["session"] == {}
+    assert seen(client)["session"] == {}
 
 
-def test_django_cycle_key_as_login_calls_it_keeps_the_data(django_client: CookieClient) -> None:
-    seed(django_client, {"user": "alice", "pad": PADDING})
-    assert patch_of(update(django_client, cycle=True, set={"step": 2})) == {"step": 2}
-    assert seen(django_client)["session"] == {"user": "alice", "pad": PADDING, "step": 2}
+@pytest.mark.adapters("django")
+def test_django_cycle_key_as_login_calls_it_keeps_the_data(client: CookieClient) -> None:
+    seed(client, {"user": "alice", "pad": PADDING})
+    assert patch_of(update(client, cycle=True, set={"step": 2})) == {"step": 2}
+    assert seen(client)["session"] == {"user": "alice", "pad": PADDING, "step": 2}
 
 
 # --- straight to the app, as something that is not the proxy -----------------------------------
@@ -554,9 +550,9 @@ def test_a_session_without_a_status_is_no_session(app: AdapterApp) -> None:
     assert (shown["status"], shown["session"]) == ("absent", {})
 
 
-def test_a_response_the_session_went_into_varies_on_cookie(adapter: str, app: AdapterApp) -> None:
-    if adapter not in ("django", "starlette", "fastapi"):
-        pytest.skip(f"the {adapter} adapter leaves Vary to the proxy (issue 14)")
+# Express and Go leave Vary to the proxy, which adds it to every response with a session.
+@pytest.mark.adapters("flask", "django", "starlette", "fastapi")
+def test_a_response_the_session_went_into_varies_on_cookie(app: AdapterApp) -> None:
     headers = {"X-Session": '{"user":"alice"}', "X-Session-Status": "valid"}
     shown, response_headers = direct(app, "/session", headers)
     assert shown["session"] == {"user": "alice"}
@@ -571,11 +567,11 @@ WEBSOCKET_HANDSHAKE: Final = (
 )
 
 
+# /ws is the ASGI examples' route.
+@pytest.mark.adapters("starlette", "fastapi")
 def test_asgi_a_session_set_before_a_websocket_accept_is_a_cookie_on_the_101(
-    adapter: str, proxy: RunningProxy
+    proxy: RunningProxy,
 ) -> None:
-    if adapter not in ("starlette", "fastapi"):
-        pytest.skip("the example's /ws route is the ASGI adapter's")
     with RawConnection(proxy.port) as connection:
         connection.send(WEBSOCKET_HANDSHAKE)
         head = connection.read_head()
@@ -594,12 +590,13 @@ def test_a_response_made_with_the_session_varies_on_cookie_once(client: CookieCl
     assert client.get("/session").headers.getall("Vary") == ["Cookie"]
 
 
-def test_the_flask_adapter_varies_on_cookie_whenever_the_session_is_read(
-    adapter: str, client: CookieClient
+# As Flask's and Django's own session middleware do; the ASGI adapter varies only when there is
+# a session, and Express and Go leave Vary to the proxy.
+@pytest.mark.adapters("flask", "django")
+def test_the_flask_and_django_adapters_vary_on_cookie_whenever_the_session_is_read(
+    client: CookieClient,
 ) -> None:
-    if adapter != "flask":
-        pytest.skip("Flask's own session interface adds Vary: Cookie; the others do not")
-    # No session: the proxy adds nothing, so the Vary is the adapter's, as Flask's would be.
+    # No session: the proxy adds nothing, so the Vary is the adapter's.
     assert client.get("/session").headers.getall("Vary") == ["Cookie"]
     assert "Vary" not in client.get("/healthz").headers
 
