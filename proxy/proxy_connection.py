@@ -47,6 +47,9 @@ SWEEP_SECONDS = 0.1
 LINGER_SECONDS = 2.0
 #: Requests a client may pipeline before the proxy stops reading from it.
 MAX_PIPELINED = 16
+#: Bytes a client may send ahead of the request in flight (pipelined requests) before the
+#: proxy stops reading from it until it has caught up.
+MAX_READ_AHEAD = 2**16
 _READ_LIMIT = 2**16
 
 
@@ -119,6 +122,11 @@ class ProxyConnection(BaseProtocol):
             max_line_size=server.max_line_size,
             max_field_size=server.max_field_size,
             auto_decompress=False,  # Content-Encoding passes through untouched
+            # The parser stops between messages once this many are unconsumed and keeps the
+            # rest as bytes: one read of tiny requests is never thousands of parsed ones. One
+            # more than the queue holds, because the C parser counts a request at its end
+            # and a request whose body is still coming is consumed (begun) before that.
+            max_msg_queue_size=MAX_PIPELINED + 1,
         )
         # BaseProtocol's flow control pauses this parser when a request body backs up, and
         # resumes it with data_received(b"") once the body is read.
@@ -134,6 +142,9 @@ class ProxyConnection(BaseProtocol):
         self._idle_since = self._loop.time()
         self._peer = ""
         self._upstream = UpstreamLeg(self, server.pool)
+        #: Bytes read ahead of the request in flight since the proxy last caught up.
+        self._ahead = 0
+        self._next_pending = False
 
     @property
     def busy(self) -> bool:
@@ -162,19 +173,25 @@ class ProxyConnection(BaseProtocol):
             if sum(map(len, self._upgrade_buffer)) > _READ_LIMIT and self.transport is not None:
                 self.transport.pause_reading()  # resumed when the tunnel opens
             return
+        if self._queue or ((ex := self._current) is not None and not ex.body_unread):
+            self._ahead += len(data)  # pipelined requests, not the body of the one in flight
+        if self._parse(data) and self._current is None:
+            self._next()
+
+    def _parse(self, data: bytes) -> bool:
+        """Feed the parser and queue what it parsed; False if it refused the request."""
         try:
             messages, upgraded, tail = self._request_parser.feed_data(data)
         except HttpProcessingError as exc:
             self._refuse(exc)
-            return
+            return False
         if messages:
             self._queue.extend(messages)
         if upgraded:
             self._upgrade_buffer = [tail] if tail else []
-        if len(self._queue) > MAX_PIPELINED and self.transport is not None:
-            self.transport.pause_reading()
-        if self._current is None:
-            self._next()
+        if len(self._queue) >= MAX_PIPELINED or self._ahead > MAX_READ_AHEAD:
+            self._pause_reading_for_buffer()  # _catch_up() reads on
+        return True
 
     def eof_received(self) -> bool:
         # Like nginx (proxy_ignore_client_abort off): a client that closes its side has gone
@@ -198,13 +215,23 @@ class ProxyConnection(BaseProtocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._tunnel is not None and self._tunnel.transport is not None:
-            self._tunnel.transport.pause_reading()
+        if self._tunnel is not None:
+            if self._tunnel.transport is not None:
+                self._tunnel.transport.pause_reading()
+        elif not self._lingering:
+            # The client is not reading its answers: read no more of its requests, and start
+            # none of those already queued, until it does (resume_writing).
+            self._pause_reading_for_buffer()
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if self._tunnel is not None and self._tunnel.transport is not None:
-            self._tunnel.transport.resume_reading()
+        if self._tunnel is not None:
+            if self._tunnel.transport is not None:
+                self._tunnel.transport.resume_reading()
+        elif self._current is None:
+            self._next()
+        elif self._buffer_paused:
+            self._catch_up()
 
     @property
     def current(self) -> Exchange | None:
@@ -275,12 +302,17 @@ class ProxyConnection(BaseProtocol):
     # --- request by request -----------------------------------------------------------------
 
     def _next(self) -> None:
-        while self._current is None and self._queue:
-            if self.transport is not None and len(self._queue) == MAX_PIPELINED:
-                self.transport.resume_reading()
+        # Not while the client leaves its answers unread: resume_writing() goes on.
+        while self._current is None and self._queue and not self._paused:
             message, payload = self._queue.popleft()
+            self._request_parser.message_consumed()
             self._begin(message, payload)
-        if self._current is not None:
+        if self._buffer_paused and self._catch_up() and self._current is None:
+            # More requests, parsed from what the parser kept: they start on the loop's next
+            # pass, so that a long pipeline of answers the proxy makes itself (404s, say)
+            # never holds the loop for long.
+            self._next_soon()
+        if self._current is not None or self._queue:
             return
         if self._parse_error is not None:
             status, error = self._parse_error
@@ -293,6 +325,25 @@ class ProxyConnection(BaseProtocol):
             self.close()
         elif self._client_eof or self.server.closing:
             self.close()
+
+    def _catch_up(self) -> bool:
+        """Read the client again once its answers are being read and few of its requests
+        wait: first the bytes the parser kept back. True if that queued requests."""
+        if not self._queue:
+            self._ahead = 0
+        if (
+            self._paused
+            or self._parse_error is not None
+            or len(self._queue) > MAX_PIPELINED // 2
+            or self._ahead > MAX_READ_AHEAD
+        ):
+            return False
+        queued = len(self._queue)
+        if not self._parse(b""):
+            return False
+        if len(self._queue) < MAX_PIPELINED:
+            self._resume_reading_for_buffer()
+        return len(self._queue) > queued
 
     def close(self, linger: bool = False) -> None:
         transport = self.transport
@@ -376,9 +427,13 @@ class ProxyConnection(BaseProtocol):
     def check_deadline(self, now: float) -> None:
         if self._idle_since and now - self._idle_since > self.server.idle_timeout:
             # An idle keep-alive connection, or a request head that never completes (a
-            # slow-loris client): close it rather than hold its memory forever.
+            # slow-loris client): close it rather than hold its memory forever. A client
+            # that leaves its answers unread is reset: a close would wait for it to read.
             self._idle_since = 0.0
-            self.close()
+            if self._paused:
+                self.abort()
+            else:
+                self.close()
             return
         self._upstream.check_deadline(now)
 
@@ -434,7 +489,17 @@ class ProxyConnection(BaseProtocol):
         elif self._queue or self._parse_error is not None:
             # Not from inside the upstream's data_received: the next request may take the
             # very connection that is still delivering this one.
-            self._loop.call_soon(self._next)
+            self._next_soon()
+
+    def _next_soon(self) -> None:
+        """Run _next() on the loop's next pass, once however often this is asked."""
+        if not self._next_pending:
+            self._next_pending = True
+            self._loop.call_soon(self._next_scheduled)
+
+    def _next_scheduled(self) -> None:
+        self._next_pending = False
+        self._next()
 
     def release(self, ex: Exchange, clean: bool) -> None:
         ex.release(self.server.pool, clean)

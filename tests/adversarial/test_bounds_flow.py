@@ -1,0 +1,235 @@
+"""Flow bounds (issue 14, findings 1 and 4): a client that never reads its answers, and a
+request body that stalls.
+
+Each attack runs for a few seconds against the real proxy process, with one worker and with
+two, while :class:`~tests.adversarial.abuse.WorkerWatch` samples the workers' RSS and a
+:class:`~tests.adversarial.abuse.SecondClient` keeps asking. The workers' RSS must stay under
+:data:`RSS_BOUND`, the second client must be served throughout, and the same attack again must
+not grow the RSS further. On the main branch before these bounds, the pipelining attack took a
+worker past 1 GB in four seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Final
+
+import pytest
+
+from tests.adversarial.abuse import (
+    MB,
+    SecondClient,
+    WorkerWatch,
+    rss_bytes,
+    worker_pids,
+)
+from tests.adversarial.recording_upstream import RecordingUpstream
+from tests.integration.log_watch import WATCH
+from tests.integration.sidecar import RunningProxy, base_config
+
+pytestmark = pytest.mark.integration
+
+#: How much a worker's RSS may grow during an attack (after the bounds: under 1 MB).
+RSS_BOUND: Final = 32 * MB
+#: How much more the second of two identical attacks may take than the first.
+RSS_REPEAT_SLACK: Final = 16 * MB
+ATTACK_SECONDS: Final = 3.0
+BODY_TIMEOUT: Final = 1.0
+#: What the flow upstream answers: a body that arrives whole in one read, and one streamed.
+WHOLE_BODY: Final = 32 * 1024
+STREAMED_BODY: Final = 1024 * 1024
+#: How long the flow upstream waits before it reads a ``/app/slow`` request's body.
+SLOW_UPSTREAM_SECONDS: Final = 3.0
+
+
+class FlowUpstream:
+    """A raw upstream that answers each request head the moment it has it, by path:
+    ``/app/big...`` with :data:`STREAMED_BODY` bytes, ``/app/hang...`` never (it reads on),
+    ``/app/slow...`` only after waiting :data:`SLOW_UPSTREAM_SECONDS` and then reading the
+    whole ``Content-Length`` body (answered with its size), anything else with
+    :data:`WHOLE_BODY` bytes. Fast enough to fill a proxy that does not stop reading a
+    client; its small receive buffer makes a slow read back-pressure the proxy soon."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(512)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @staticmethod
+    def answer(body: bytes) -> bytes:
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+        return head.encode() + b"\r\n" + body
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        whole, streamed = self.answer(b"w" * WHOLE_BODY), self.answer(b"s" * STREAMED_BODY)
+        buffered = b""
+        with sock:
+            try:
+                while data := sock.recv(65536):
+                    buffered += data
+                    while b"\r\n\r\n" in buffered:
+                        head, _, buffered = buffered.partition(b"\r\n\r\n")
+                        target = head.split(b" ", 2)[1]
+                        if target.startswith(b"/app/hang"):
+                            while sock.recv(65536):
+                                pass
+                            return
+                        if target.startswith(b"/app/slow"):
+                            buffered = self._slow(sock, head, buffered)
+                        else:
+                            sock.sendall(streamed if target.startswith(b"/app/big") else whole)
+            except OSError:
+                return
+
+    def _slow(self, sock: socket.socket, head: bytes, buffered: bytes) -> bytes:
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        time.sleep(SLOW_UPSTREAM_SECONDS)
+        while len(buffered) < length:
+            data = sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("the proxy closed mid-body")
+            buffered += data
+        sock.sendall(self.answer(b"%d" % length))
+        return buffered[length:]
+
+    def stop(self) -> None:
+        self._listener.close()
+
+
+@pytest.fixture(scope="module")
+def flow() -> Iterator[FlowUpstream]:
+    running = FlowUpstream()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+def flow_proxy(
+    request: pytest.FixtureRequest, flow: FlowUpstream, upstream: RecordingUpstream
+) -> Iterator[tuple[RunningProxy, list[int]]]:
+    workers: int = request.param
+    upstreams = [
+        {"url": flow.url, "name": "flow", "path_prefix": "/app", "timeout": 10},
+        {"url": upstream.url, "name": "rec", "path_prefix": "/rec", "timeout": 10},
+    ]
+    config = base_config(flow.url, upstreams=upstreams, workers=workers)
+    with WATCH.start_proxy(config) as running:
+        pids = worker_pids(running, workers)
+        settle(pids)
+        yield running, pids
+
+
+def settle(pids: list[int], timeout: float = 15.0) -> None:
+    """Wait until the workers have finished starting: no RSS change for half a second."""
+    deadline = time.monotonic() + timeout
+    last = [rss_bytes(pid) for pid in pids]
+    steady_since = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - steady_since < 0.5:
+        time.sleep(0.1)
+        now = [rss_bytes(pid) for pid in pids]
+        if any(abs(a - b) > MB for a, b in zip(now, last, strict=True)):
+            steady_since = time.monotonic()
+        last = now
+
+
+Attack = Callable[[], object]
+
+
+def attack_twice(proxy: RunningProxy, pids: list[int], attack: Attack) -> None:
+    """Run ``attack`` twice while watching the workers and a second client; assert the bounds."""
+    peaks = []
+    for _ in range(2):
+        with WorkerWatch(pids) as watch, SecondClient(proxy.port, "/app/bystander") as bystander:
+            attack()
+        print(f"{len(pids)} worker(s): {watch.summary()}")
+        assert watch.peak_rss_growth() < RSS_BOUND, watch.summary()
+        bystander.assert_served(max_wait=3.0)
+        peaks.append(max(watch.peak_rss.values()))
+    assert peaks[1] <= peaks[0] + RSS_REPEAT_SLACK, (
+        f"{peaks[0] / MB:.0f}, then {peaks[1] / MB:.0f} MB"
+    )
+
+
+# --- finding 1: a client that pipelines and never reads ----------------------------------------
+
+
+def pipeline_unread(port: int, target: str, seconds: float) -> int:
+    """Pipeline GETs of ``target`` for ``seconds`` without reading one byte of the answers;
+    return how many bytes the proxy took from this client."""
+    request = f"GET {target} HTTP/1.1\r\nHost: attacker\r\n\r\n".encode()
+    burst = request * (65536 // len(request))
+    sent = 0
+    deadline = time.monotonic() + seconds
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(0.2)
+        while time.monotonic() < deadline:
+            try:
+                sent += sock.send(burst)
+            except TimeoutError:
+                continue  # the proxy stopped reading this client: what the bound wants
+    return sent
+
+
+def test_unread_answers_relayed_whole_stop_the_reading(
+    flow_proxy: tuple[RunningProxy, list[int]],
+) -> None:
+    proxy, pids = flow_proxy
+    attack_twice(proxy, pids, lambda: pipeline_unread(proxy.port, "/app/whole", ATTACK_SECONDS))
+
+
+def test_unread_streamed_answers_stop_the_reading(
+    flow_proxy: tuple[RunningProxy, list[int]],
+) -> None:
+    proxy, pids = flow_proxy
+    attack_twice(proxy, pids, lambda: pipeline_unread(proxy.port, "/app/big", ATTACK_SECONDS))
+
+
+def test_unread_answers_of_the_proxy_itself_stop_the_reading(
+    flow_proxy: tuple[RunningProxy, list[int]],
+) -> None:
+    proxy, pids = flow_proxy
+    # No route: every answer is the proxy's own 404.
+    attack_twice(proxy, pids, lambda: pipeline_unread(proxy.port, "/nowhere", ATTACK_SECONDS))
+
+
+def burst_and_hold(port: int, connections: int, seconds: float) -> None:
+    """From each of ``connections`` clients, one 256 KB burst of tiny pipelined requests to an
+    upstream that never answers; hold them for ``seconds``."""
+    request = b"GET /app/hang HTTP/1.1\r\nHost: attacker\r\n\r\n"
+    burst = request * (256 * 1024 // len(request))
+    clients = []
+    try:
+        for _ in range(connections):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.send(burst)  # what the kernel takes; the proxy reads what it wants
+            clients.append(sock)
+        time.sleep(seconds)
+    finally:
+        for sock in clients:
+            sock.close()
+
+
+def test_a_burst_of_tiny_pipelined_requests_is_not_parsed_ahead(
+    flow_proxy: tuple[RunningProxy, list[int]],
+) -> None:
+    # The parser stops at MAX_PIPELINED requests and keeps the rest as bytes; before, one
+    # read of 256 KB became some 6,000 parsed requests, about 11 times its size.
+    proxy, pids = flow_proxy
+    attack_twice(proxy, pids, lambda: burst_and_hold(proxy.port, 30, ATTACK_SECONDS))
