@@ -64,9 +64,11 @@ class ProxyServer:
         max_line_size: int,
         max_field_size: int,
         idle_timeout: float = 75.0,
+        body_timeout: float = 60.0,
     ) -> None:
         self.state = state
         self.idle_timeout = idle_timeout
+        self.body_timeout = body_timeout
         self.pool = pool
         self.observer = observer
         self.max_line_size = max_line_size
@@ -145,6 +147,11 @@ class ProxyConnection(BaseProtocol):
         #: Bytes read ahead of the request in flight since the proxy last caught up.
         self._ahead = 0
         self._next_pending = False
+        #: limits.body_timeout: the upload watched, its body bytes at the last sweep, and
+        #: since when (loop time) they have not changed while the proxy was reading.
+        self._body_exchange: Exchange | None = None
+        self._body_received = 0
+        self._body_since = 0.0
 
     @property
     def busy(self) -> bool:
@@ -435,7 +442,43 @@ class ProxyConnection(BaseProtocol):
             else:
                 self.close()
             return
+        ex = self._current
+        if ex is not None and ex.upload is not None and not ex.upload.done():
+            self._check_body(ex, now)
         self._upstream.check_deadline(now)
+
+    def _check_body(self, ex: Exchange, now: float) -> None:
+        """limits.body_timeout, like nginx's client_body_timeout: how long an upload may wait
+        for the client's next body byte. Time the proxy itself was not reading (an upstream
+        slow to take the body, a client not reading its answers) does not count."""
+        received = ex.payload.total_bytes
+        if (
+            ex is not self._body_exchange
+            or received != self._body_received
+            or self._reading_paused
+            or self._buffer_paused
+            or ex.payload.is_eof()
+        ):
+            self._body_exchange, self._body_received, self._body_since = ex, received, now
+        elif now - self._body_since > self.server.body_timeout:
+            self._body_exchange = None
+            self._body_timed_out(ex)
+
+    def _body_timed_out(self, ex: Exchange) -> None:
+        log.info(
+            "request %s: no byte of its body for %gs; connections closed",
+            ex.record.request_id,
+            self.server.body_timeout,
+        )
+        if not ex.responded:
+            # RFC 9110 section 15.5.9. reply() closes the client connection (the body is
+            # unread) and aborts the upstream one, never pooled with half a body in it.
+            self.reply(ex, 408, {"error": "body_timeout"})
+            return
+        # Too late for a 408: a reset tells the client its response is cut short.
+        self.release(ex, clean=False)
+        self.report(ex)
+        self.abort()
 
     def _session_too_large(self, ex: Exchange, size: int, limit: int) -> None:
         """RFC 6585 section 5: the request's header fields (its session) are too large for

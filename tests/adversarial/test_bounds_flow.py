@@ -12,6 +12,7 @@ worker past 1 GB in four seconds.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -20,10 +21,12 @@ from typing import Final
 
 import pytest
 
+from proxy.proxy_connection import LINGER_SECONDS
 from tests.adversarial.abuse import (
     MB,
     SecondClient,
     WorkerWatch,
+    open_fds,
     rss_bytes,
     worker_pids,
 )
@@ -127,7 +130,8 @@ def flow_proxy(
         {"url": flow.url, "name": "flow", "path_prefix": "/app", "timeout": 10},
         {"url": upstream.url, "name": "rec", "path_prefix": "/rec", "timeout": 10},
     ]
-    config = base_config(flow.url, upstreams=upstreams, workers=workers)
+    limits = {"body_timeout": BODY_TIMEOUT}
+    config = base_config(flow.url, upstreams=upstreams, workers=workers, limits=limits)
     with WATCH.start_proxy(config) as running:
         pids = worker_pids(running, workers)
         settle(pids)
@@ -233,3 +237,142 @@ def test_a_burst_of_tiny_pipelined_requests_is_not_parsed_ahead(
     # read of 256 KB became some 6,000 parsed requests, about 11 times its size.
     proxy, pids = flow_proxy
     attack_twice(proxy, pids, lambda: burst_and_hold(proxy.port, 30, ATTACK_SECONDS))
+
+
+# --- finding 4: a request body that stalls ------------------------------------------------------
+
+
+def read_until_closed(sock: socket.socket, limit: float = 10.0) -> bytes:
+    data = b""
+    sock.settimeout(limit)
+    with contextlib.suppress(ConnectionResetError, TimeoutError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def split_response(data: bytes) -> tuple[str, dict[str, str], bytes]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines)
+    return status, {name.lower(): value for name, value in fields.items()}, body
+
+
+def ask(port: int, target: str) -> dict[str, object]:
+    """One GET on a fresh connection; the recording upstream's JSON answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+        status, _, body = split_response(read_until_closed(sock))
+    assert status.startswith("HTTP/1.1 200 "), status
+    answer: dict[str, object] = json.loads(body)
+    return answer
+
+
+def test_a_body_that_stalls_gets_408_and_both_connections_close(
+    flow_proxy: tuple[RunningProxy, list[int]], upstream: RecordingUpstream
+) -> None:
+    proxy, _ = flow_proxy
+    tag = f"stall-{time.monotonic_ns()}"
+    head = f"POST /rec/upload?id={tag} HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+        sock.sendall(head.encode() + b"x" * 1000)  # then nothing more
+        data = read_until_closed(sock)  # the proxy closes it
+    status, fields, body = split_response(data)
+    assert status == "HTTP/1.1 408 Request Timeout", data[:300]
+    assert fields["connection"] == "close"
+    assert json.loads(body) == {"error": "body_timeout"}
+
+    # The upstream saw the head and part of the body, never a whole request, and then its
+    # connection closed: it was not pooled with half a body in it.
+    [stalled] = [c for c in upstream.connections if tag.encode() in c.received]
+    deadline = time.monotonic() + 5
+    while not stalled.closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stalled.closed, "the upstream connection of the stalled upload is still open"
+    assert not [r for r in stalled.requests if tag in r.target]
+    assert len(stalled.received) < 100000
+    for _ in range(3):  # whichever worker answers, never on that connection
+        assert ask(proxy.port, "/rec/next")["conn"] != stalled.number
+
+
+def test_an_upload_held_back_by_a_slow_upstream_is_not_cut(
+    flow_proxy: tuple[RunningProxy, list[int]],
+) -> None:
+    # The upstream reads nothing for 3 body_timeouts: the proxy stops reading the client
+    # (back-pressure), and that time is not the client's stall.
+    proxy, _ = flow_proxy
+    size = 16 * MB  # more than the socket buffers between the client and the upstream
+    head = f"POST /app/slow HTTP/1.1\r\nHost: a\r\nContent-Length: {size}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+        sock.settimeout(SLOW_UPSTREAM_SECONDS + 10)
+        started = time.monotonic()
+        sock.sendall(head + bytes(size))
+        held = time.monotonic() - started
+        status, _, body = split_response(read_until_closed_or_length(sock))
+    assert held > BODY_TIMEOUT, f"the upload was never held back ({held:.1f}s): a void test"
+    assert status == "HTTP/1.1 200 OK", status
+    assert body == str(size).encode()
+
+
+def read_until_closed_or_length(sock: socket.socket) -> bytes:
+    """A keep-alive response: read until its Content-Length body is in."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _length(data: bytes) -> int:
+    _, fields, _ = split_response(data)
+    return int(fields.get("content-length", "0"))
+
+
+def test_a_body_trickled_faster_than_body_timeout_is_not_cut(
+    flow_proxy: tuple[RunningProxy, list[int]],
+) -> None:
+    proxy, _ = flow_proxy
+    body = b"12345"
+    head = f"POST /rec/trickle HTTP/1.1\r\nHost: a\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        for byte in body:  # one byte every half body_timeout: 2.5 body_timeouts in all
+            time.sleep(BODY_TIMEOUT / 2)
+            sock.sendall(bytes([byte]))
+        status, _, answer = split_response(read_until_closed_or_length(sock))
+    assert status == "HTTP/1.1 200 OK", status
+    assert json.loads(answer)["bytes"] == len(body)
+
+
+def stall_bodies(port: int, pids: list[int], connections: int, seconds: float) -> None:
+    """``connections`` uploads that stall after 16 KB, held for ``seconds``: each must have
+    had its 408, and the workers must hold none of their sockets any more."""
+    head = b"POST /app/hang HTTP/1.1\r\nHost: attacker\r\nContent-Length: 1000000\r\n\r\n"
+    before = sum(open_fds(pid) for pid in pids)
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
+    try:
+        for sock in clients:
+            sock.sendall(head + bytes(16384))
+        time.sleep(seconds)
+        held = sum(open_fds(pid) for pid in pids) - before
+        statuses = []
+        for sock in clients:
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                statuses.append(sock.recv(64)[:12])
+    finally:
+        for sock in clients:
+            sock.close()
+    assert statuses == [b"HTTP/1.1 408"] * connections, statuses[:5]
+    assert held < 10, f"the workers still hold {held} more fds than before the stalled uploads"
+
+
+def test_stalled_bodies_hold_nothing_past_body_timeout(
+    flow_proxy: tuple[RunningProxy, list[int]],
+) -> None:
+    proxy, pids = flow_proxy
+    # body_timeout, the 0.1 s sweep, then the 2 s lingering close of each client connection.
+    seconds = BODY_TIMEOUT + 0.2 + LINGER_SECONDS + 0.5
+    attack_twice(proxy, pids, lambda: stall_bodies(proxy.port, pids, 50, seconds))
