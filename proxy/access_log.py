@@ -173,14 +173,16 @@ class AccessLog:
 
     def __call__(self, record: RequestRecord) -> None:
         line = self._format(record)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._write(line)
-            return
         # Lines go out together, at most FLUSH_SECONDS after the first of them or as soon as
-        # they fill a pipe-atomic write: one write() for many requests under load.
+        # they fill a pipe-atomic write: one write() for many requests under load. Only the
+        # first line of a batch looks up the loop (CPython 3.11's get_running_loop() is a
+        # getpid() syscall).
         if not self._pending:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._write(line)
+                return
             loop.call_later(FLUSH_SECONDS, self.flush)
         self._pending.append(line)
         self._pending_size += len(line)

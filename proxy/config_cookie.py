@@ -36,12 +36,8 @@ def parse_cookie(raw: Any, errors: list[str]) -> CookiePolicy:
     name = s.str_("name", d.name)
     if not COOKIE_NAME.fullmatch(name):
         s.error("name", f"{name!r} is not a valid cookie name (letters, digits, -_ and no '.')")
-    path = s.str_("path", d.path)
-    if not path.startswith("/") or any(c in path for c in ";, \t\r\n"):
-        s.error("path", f"expected an absolute path like '/', got {show(path)}")
-    domain = s.opt_str("domain")
-    if domain is not None and not HOST_PATTERN.fullmatch(domain.lstrip(".")):
-        s.error("domain", f"expected a domain like example.com, got {show(domain)}")
+    path = cookie_path(s, "path", d.path)
+    domain = cookie_domain(s, "domain")
     secure = s.bool_("secure", d.secure)
     same_site = s.choice("same_site", d.same_site, ("lax", "strict", "none"))
     if same_site == "none" and not secure:
@@ -70,3 +66,19 @@ def parse_cookie(raw: Any, errors: list[str]) -> CookiePolicy:
         chunk_size=chunk_size,
         max_chunks=max_chunks,
     )
+
+
+def cookie_path(s: Section, key: str, default: str) -> str:
+    """A cookie's ``Path`` attribute: absolute, and nothing that would end the attribute."""
+    path = s.str_(key, default)
+    if not path.startswith("/") or any(c in path for c in ";, \t\r\n"):
+        s.error(key, f"expected an absolute path like '/', got {show(path)}")
+    return path
+
+
+def cookie_domain(s: Section, key: str) -> str | None:
+    """A cookie's ``Domain`` attribute, or None for a host-only cookie."""
+    domain = s.opt_str(key)
+    if domain is not None and not HOST_PATTERN.fullmatch(domain.lstrip(".")):
+        s.error(key, f"expected a domain like example.com, got {show(domain)}")
+    return domain

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from proxy.config_cookie import CookiePolicy
+from proxy.config_cookie import CookiePolicy, cookie_domain, cookie_path
 from proxy.config_reader import TOKEN, Section, show
 from proxy.config_secrets import Secret, parse_secret_list
 
@@ -37,6 +37,11 @@ class MigrateConfig:
     max_age: int = FLASK_MAX_AGE
     salt: str = "cookie-session"
     digest: Digest = "sha1"
+    #: Where the legacy cookie lives (Flask's SESSION_COOKIE_PATH and SESSION_COOKIE_DOMAIN):
+    #: its expiry must name the same scope, or the browser keeps it (RFC 6265 section 5.3).
+    cookie_path: str = "/"
+    #: None: host-only, Flask's default.
+    cookie_domain: str | None = None
 
     def legacy_names(self) -> tuple[str, ...]:
         """Every cookie name this format reads (and expires once migrated)."""
@@ -84,6 +89,8 @@ def parse_migrate(
         max_age=s.duration("max_age", FLASK_MAX_AGE) or FLASK_MAX_AGE,
         salt=s.str_("salt", "cookie-session"),
         digest=s.choice("digest", "sha1", ("sha1", "sha256", "sha512")),  # type: ignore[arg-type]
+        cookie_path=cookie_path(s, "cookie_path", "/"),
+        cookie_domain=cookie_domain(s, "cookie_domain"),
     )
     s.check_unknown()
     owned = re.compile(re.escape(cookie.name) + r"\.[0-9]+")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -31,8 +30,9 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
 from aiohttp.streams import StreamReader
 
+from proxy.http_headers import new_request_id
 from proxy.proxy_exchange import Exchange
-from proxy.proxy_heads import json_head, request_head
+from proxy.proxy_heads import json_answer, request_head
 from proxy.proxy_state import ProxyState
 from proxy.proxy_upstream import UpstreamLeg
 from proxy.request_record import Observer, RequestRecord, forwarded_client
@@ -75,6 +75,8 @@ class ProxyServer:
         self.max_field_size = max_field_size
         self.connections: set[ProxyConnection] = set()
         self.closing = False
+        #: Made inside the worker's loop; kept, since get_running_loop() costs a syscall.
+        self.loop = asyncio.get_running_loop()
         self._sweeping: asyncio.TimerHandle | None = None
 
     def load(self) -> tuple[int, int]:
@@ -89,7 +91,7 @@ class ProxyServer:
 
     def _sweep(self) -> None:
         """Every SWEEP_SECONDS: answer 504 for each upstream response head that is overdue."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         now = loop.time()
         for connection in list(self.connections):
             connection.check_deadline(now)
@@ -114,7 +116,7 @@ class ProxyConnection(BaseProtocol):
     """One client connection on the proxied port."""
 
     def __init__(self, server: ProxyServer) -> None:
-        loop = asyncio.get_running_loop()
+        loop = server.loop
         super().__init__(loop)
         self.server = server
         self._request_parser = HttpRequestParser(
@@ -324,10 +326,12 @@ class ProxyConnection(BaseProtocol):
         if self._parse_error is not None:
             status, error = self._parse_error
             self._parse_error = None
-            request_id = os.urandom(16).hex()
-            self.write(json_head(status, {"error": error}, request_id, keep_alive=False))
+            request_id = new_request_id()
+            answer, size = json_answer(status, {"error": error}, request_id, keep_alive=False)
+            self.write(answer)
             # Logged and counted like any request; nothing of it was readable but its fate.
             record = RequestRecord(request_id, self._peer, "-", "-", status, started=time.time())
+            record.bytes_out = size
             self._report_record(record)
             self.close()
         elif self._client_eof or self.server.closing:
@@ -514,7 +518,10 @@ class ProxyConnection(BaseProtocol):
         self.release(ex, clean=False)
         ex.record.status = status
         ex.responded = True
-        self.write(json_head(status, body, ex.record.request_id, ex.keep_alive, extra))
+        answer, ex.record.bytes_out = json_answer(
+            status, body, ex.record.request_id, ex.keep_alive, extra
+        )
+        self.write(answer)
         self.finish(ex)
 
     def finish(self, ex: Exchange) -> None:

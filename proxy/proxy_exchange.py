@@ -106,10 +106,12 @@ class Exchange:
         pool only if the request was wholly written too (the pool checks the response side:
         body read to its end, no error, no second response)."""
         self.deadline = None
-        current = asyncio.current_task()
-        for task in (self.connecting, self.upload, self.download):
-            if task is not None and task is not current and not task.done():
-                task.cancel()
+        if self.connecting or self.upload or self.download:
+            # Only then: current_task() looks up the running loop, a getpid() in CPython 3.11.
+            current = asyncio.current_task()
+            for task in (self.connecting, self.upload, self.download):
+                if task is not None and task is not current and not task.done():
+                    task.cancel()
         conn, self.conn = self.conn, None
         if conn is None:
             return

@@ -192,14 +192,15 @@ def encode_head(first_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
     return f"{first_line}\r\n{''.join(lines)}\r\n".encode("utf-8", "surrogateescape")
 
 
-def json_head(
+def json_answer(
     status: int,
     body: Mapping[str, object],
     request_id: str,
     keep_alive: bool,
     extra: Iterable[tuple[str, str]] = (),
-) -> bytes:
-    """The proxy's own answer: a small JSON body, framed by Content-Length."""
+) -> tuple[bytes, int]:
+    """The proxy's own answer, a small JSON body framed by Content-Length, and the size of
+    that body (the access log's ``out``)."""
     data = json.dumps(body, separators=(",", ":")).encode()
     headers = [
         ("Content-Type", "application/json"),
@@ -209,7 +210,8 @@ def json_head(
     ]
     if not keep_alive:
         headers.append(("Connection", "close"))
-    return encode_head(f"HTTP/1.1 {status} {_REASONS.get(status, '')}", headers) + data
+    head = encode_head(f"HTTP/1.1 {status} {_REASONS.get(status, '')}", headers)
+    return head + data, len(data)
 
 
 _REASONS = {

@@ -43,7 +43,7 @@ class UpstreamLeg:
     def __init__(self, client: ProxyConnection, pool: UpstreamPool) -> None:
         self.client = client
         self.pool = pool
-        self._loop = asyncio.get_running_loop()
+        self._loop = client._loop
 
     def send(self, ex: Exchange) -> None:
         """Carry ``ex`` (its head built) to its upstream."""

@@ -101,6 +101,10 @@ class Outbound:
 
 
 _UNCHANGED = Outbound(Change.NONE)
+#: The reason names no index and no value: both came from the client.
+_CONFLICTING_CHUNKS = DecodeResult(
+    SessionState.INVALID, reason="a chunk cookie sent twice with different values"
+)
 
 
 class SessionExchange:
@@ -112,21 +116,48 @@ class SessionExchange:
         self.refresh_after = config.session.refresh_after
         migrate = config.migrate
         self.legacy = LegacyReader(migrate, self.max_json_bytes) if migrate else None
+        #: Each legacy name's expiry, in the legacy cookie's own scope (``migrate.cookie_path``
+        #: and ``cookie_domain``): one with the proxy's scope would never reach it.
+        self.legacy_expired: dict[str, str] = {}
+        if migrate is not None:
+            scope = dataclasses.replace(
+                config.cookie, path=migrate.cookie_path, domain=migrate.cookie_domain
+            )
+            legacy_writer = SetCookieWriter(scope)
+            self.legacy_expired = {
+                n: legacy_writer.expired_named(n) for n in migrate.legacy_names()
+            }
 
     def inbound(self, cookie_header: str | None, decode: bool = True) -> Inbound:
         """The request's session. With ``decode`` False (an upstream that does not receive the
         session) the chunks are only split off, never verified: the session counts as absent.
 
-        With ``migrate:`` on, legacy cookies are always split off (never forwarded); they are
-        read only when the request carries no session of the proxy's own, which always wins."""
+        A chunk index sent twice with different values makes the session invalid, whichever
+        index it is: neither value can be trusted (one may have been tossed in from a sibling
+        domain), and dropping both could leave "no session" for a legacy cookie to fill.
+
+        With ``migrate:`` on, legacy cookies are always split off (never forwarded). They are
+        read only when the request carries no chunk cookie of the proxy's own (emptied ones,
+        chunk 0 among them, are the deleted-session marker and count as none), and expired
+        by the response, except for an upstream that does not receive the session."""
         split = split_cookie_header(cookie_header, self.cookie_name)
-        result = self.codec.decode(split.chunks) if decode else ABSENT
+        if not decode:
+            result = ABSENT
+        elif split.conflicts:
+            result = _CONFLICTING_CHUNKS
+        else:
+            result = self.codec.decode(split.chunks)
         if self.legacy is None:
             return Inbound(split, result)
         legacy = split_legacy_cookies(split.others, self.legacy.names)
         split.others = legacy.others
+        if not decode:
+            # An upstream that never sees the session (a static file server, say) cannot take
+            # part in a migration: expiring the legacy cookie here would log the user out.
+            return Inbound(split, result)
         carried = tuple(sorted({*legacy.values, *legacy.conflicts}))
-        if not carried or not decode or result.state is not SessionState.ABSENT:
+        # A chunk with a value is the proxy's own, even when it made no session (not the marker).
+        if not carried or result.state is not SessionState.ABSENT or any(split.chunks.values()):
             return Inbound(split, result, legacy_names=carried)
         old = self.legacy.read(legacy.values, legacy.conflicts)
         result = DecodeResult(old.state, old.payload, old.issued_at, reason=old.reason)
@@ -145,7 +176,7 @@ class SessionExchange:
         outbound = self._outbound(inbound, set_values, now, patch_values)
         if inbound.legacy_names and outbound.error_body is None:
             # Every legacy cookie the request carried goes, whatever became of the session.
-            expired = tuple(self.writer.expired_named(n) for n in inbound.legacy_names)
+            expired = tuple(self.legacy_expired[n] for n in inbound.legacy_names)
             return dataclasses.replace(outbound, set_cookies=outbound.set_cookies + expired)
         return outbound
 

@@ -249,6 +249,8 @@ class UpstreamPool:
     """Idle keep-alive connections per upstream; new ones made on demand."""
 
     def __init__(self, max_line_size: int, max_field_size: int, max_head_size: int) -> None:
+        #: Made inside the worker's loop; kept, since get_running_loop() costs a syscall.
+        self._loop = asyncio.get_running_loop()
         self._idle: dict[tuple[str, int, bool], collections.deque[UpstreamConnection]] = {}
         self._limits = (max_line_size, max_field_size, max_head_size)
         self._tls: ssl.SSLContext | None = None  # made on first use: it reads the CA store
@@ -262,7 +264,7 @@ class UpstreamPool:
         idle = self._idle.get(key)
         if not idle:
             return None
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         while idle:
             connection = idle.pop()
             transport = connection.transport
@@ -278,7 +280,7 @@ class UpstreamPool:
 
     async def connect(self, key: tuple[str, int, bool]) -> UpstreamConnection:
         """A new connection; raises OSError when the upstream cannot be reached."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         host, port, tls = key
         if tls and self._tls is None:
             self._tls = ssl.create_default_context()
@@ -301,7 +303,7 @@ class UpstreamPool:
         if len(idle) >= MAX_IDLE_PER_UPSTREAM:
             connection.close()
             return
-        connection.idle_since = asyncio.get_running_loop().time()
+        connection.idle_since = self._loop.time()
         idle.append(connection)
 
     def close(self) -> None:

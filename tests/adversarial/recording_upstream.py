@@ -14,6 +14,7 @@ API, for the suite and the lead's modules::
         upstream.wait_idle(5)
         upstream.requests()                        # every parsed request (strict_http.Message)
         upstream.targets()                         # their targets, in order
+        upstream.request_to("/x?id=1")             # the one request for that target
         upstream.all_bytes()                       # every byte of every connection
         upstream.rejections()                      # reasons the strict parser closed a connection
         assert_clean(upstream, MARKER)             # the invariants below
@@ -49,13 +50,13 @@ def fold(name: bytes | str) -> str:
 
 
 def _json_response(
-    payload: dict[str, object], status: str = "200 OK", close: bool = False
+    payload: dict[str, object], status: str = "200 OK", close: bool = False, extra: str = ""
 ) -> bytes:
     body = json.dumps(payload).encode()
     head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     if close:
         head += "Connection: close\r\n"
-    return head.encode() + b"\r\n" + body
+    return head.encode() + extra.encode("latin-1") + b"\r\n" + body
 
 
 Responder = Callable[["Connection", Message, dict[str, object]], bytes | None]
@@ -70,6 +71,12 @@ def _unsolicited_101(conn: Connection, request: Message, payload: dict[str, obje
     return b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 
 
+def _set_session(conn: Connection, request: Message, payload: dict[str, object]) -> bytes:
+    """``?respond=set-session&session=<json>``: the backend sets that session."""
+    session = parse_qs(urlsplit(request.target).query).get("session", ["{}"])[0]
+    return _json_response(payload, extra=f"X-Set-Session: {session}\r\n")
+
+
 def _reset(conn: Connection, request: Message, payload: dict[str, object]) -> None:
     conn.reset_now = True
     return None
@@ -82,6 +89,7 @@ BEHAVIOURS: Final[dict[str, Responder]] = {
     "early413": lambda c, r, p: _json_response({**p, "early": True}, "413 Payload Too Large"),
     "101": _unsolicited_101,
     "reset": _reset,
+    "set-session": _set_session,
 }
 
 
@@ -119,6 +127,17 @@ class RecordingUpstream:
 
     def targets(self) -> list[str]:
         return [r.target for r in self.requests()]
+
+    def request_to(self, target: str, timeout: float = 5.0) -> Message:
+        """The one request that came for ``target`` (give each request a unique ``?id=``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.requests() if r.target == target]
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert len(found) == 1, f"{len(found)} requests for {target}"
+        return found[0]
 
     def all_bytes(self) -> bytes:
         with self._lock:

@@ -22,6 +22,8 @@ from flask import Flask, jsonify, request, session
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from tests.adversarial.recording_upstream import RecordingUpstream
+from tests.integration.cookie_browser import Browser, flask_cookie
 from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import CookieClient
 from tests.integration.sidecar import RunningProxy, base_config
@@ -201,3 +203,71 @@ def test_the_proxys_own_session_wins_over_a_legacy_one(
         assert json.loads(seen["session"]) == {**EXPECTED, "user": "renamed"}
         assert seen["cookie"] is None
         assert legacy_cookie_names(reply.set_cookies) == {"session": True}
+
+
+# --- on the wire, with a browser's cookie jar and a recording upstream (issue 14) ---------------
+
+
+@pytest.fixture(scope="module")
+def recording() -> Iterator[RecordingUpstream]:
+    with RecordingUpstream() as running:
+        yield running
+
+
+def recording_proxy(
+    recording: RecordingUpstream, upstreams: list[dict[str, Any]], **migrate: str
+) -> RunningProxy:
+    config = base_config(recording.url, upstreams=upstreams)
+    config["migrate"] = {"format": "flask", "secret_keys": ["${FLASK_SECRET_KEY}"], **migrate}
+    return WATCH.start_proxy(config, ENV)
+
+
+def test_an_upstream_without_the_session_neither_migrates_nor_expires_the_legacy_cookie(
+    recording: RecordingUpstream,
+) -> None:
+    upstreams: list[dict[str, Any]] = [
+        {
+            "url": recording.url,
+            "name": "static",
+            "path_prefix": "/static",
+            "forward_session": False,
+        },
+        {"url": recording.url, "name": "app"},
+    ]
+    with recording_proxy(recording, upstreams) as running:
+        browser = Browser(running.port, recording)
+        browser.store("/", f"session={flask_cookie(FLASK_KEY, {'user': 'zoë'})}; Path=/; HttpOnly")
+        # The page's stylesheet, from a static file server, comes first.
+        seen = browser.get("/static/app.css")
+        assert (seen.status, seen.session, seen.migrated, seen.cookie) == (None, None, None, None)
+        assert seen.set_cookies == []
+        assert browser.names() == ["session"]  # the user is still logged in
+        seen = browser.get("/page")
+        assert (seen.status, seen.session, seen.migrated) == ("valid", {"user": "zoë"}, "flask")
+        assert seen.written == ["session.0 live", "session expired"]
+        assert browser.names() == ["session.0"]
+
+
+def test_a_legacy_cookie_on_another_path_and_domain_is_expired_where_it_lives(
+    recording: RecordingUpstream,
+) -> None:
+    # Flask had SESSION_COOKIE_PATH=/shop and SESSION_COOKIE_DOMAIN=example.test. An expiry in
+    # the proxy's own scope (Path=/, host-only) would not reach it, and it would be migrated
+    # again after every logout for as long as migrate.max_age.
+    upstreams = [{"url": recording.url, "name": "app"}]
+    scope = {"cookie_path": "/shop", "cookie_domain": "example.test"}
+    with recording_proxy(recording, upstreams, **scope) as running:
+        browser = Browser(running.port, recording)
+        legacy = flask_cookie(FLASK_KEY, {"user": "zoë"})
+        browser.store("/shop", f"session={legacy}; Domain=example.test; Path=/shop; HttpOnly")
+        seen = browser.get("/shop/cart")
+        assert (seen.status, seen.migrated) == ("valid", "flask")
+        assert seen.set_cookies[-1] == (
+            "session=; Path=/shop; Domain=example.test; Max-Age=0; "
+            "Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax"
+        )
+        assert browser.names() == ["session.0"]
+        logout = browser.get("/shop/logout", query="&respond=set-session&session=%7B%7D")
+        assert logout.written == ["session.0 expired"]
+        seen = browser.get("/shop/cart")
+        assert (seen.status, seen.session, seen.migrated) == ("absent", {}, None)

@@ -24,6 +24,7 @@ from urllib.parse import quote
 import pytest
 import yaml
 
+from tests.integration.admin_scrape import access_line
 from tests.integration.backends import REPO_ROOT, RunningBackend, free_port, start_backend
 from tests.integration.log_watch import WATCH
 from tests.integration.proxy_client import CookieClient, RawConnection
@@ -98,6 +99,41 @@ def test_debug_output_holds_no_secret_cookie_or_session_on_any_path(proxy: Runni
     assert "session invalid: bad signature" in output
     for value in (SECRET_1, RELOAD_SECRET, MARKER, HEADER_MARKER):
         assert value not in output
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n",  # 405, from reply()
+        "GET /dead/x HTTP/1.1\r\nHost: 127.0.0.1\r\n",  # 502, the upstream refused
+        "GET /raw-set-session?value=%7B HTTP/1.1\r\nHost: 127.0.0.1\r\n",  # 502, bad header
+    ],
+    ids=["405-connect", "502-dead-upstream", "502-bad-session-header"],
+)
+def test_the_access_log_counts_the_body_of_the_proxys_own_answer(
+    proxy: RunningProxy, head: str
+) -> None:
+    request_id = f"own-answer-{head.split()[0]}-{len(head)}"
+    with RawConnection(proxy.port) as connection:
+        connection.send(f"{head}X-Request-Id: {request_id}\r\nConnection: close\r\n\r\n")
+        reply = connection.read_response()
+    assert reply.status in (405, 502)
+    assert reply.body
+    line = access_line(proxy, request_id)
+    assert (line["status"], line["bytes_out"]) == (reply.status, len(reply.body))
+
+
+def test_the_access_log_counts_the_body_of_an_answer_to_an_unparsable_request(
+    proxy: RunningProxy,
+) -> None:
+    with RawConnection(proxy.port) as connection:
+        connection.send(f"GET /{'x' * 20_000} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        reply = connection.read_response()
+    assert reply.status == 431
+    request_id = reply.header("X-Request-Id")
+    assert request_id is not None
+    line = access_line(proxy, request_id)
+    assert (line["status"], line["bytes_out"]) == (431, len(reply.body))
 
 
 # --- a stalled reader never stalls a request -----------------------------------------------

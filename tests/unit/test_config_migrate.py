@@ -48,6 +48,7 @@ def test_migration_takes_flasks_defaults() -> None:
     )
     assert [k.value for k in m.secret_keys] == [FLASK_KEY.encode()]
     assert m.legacy_names() == ("session",)
+    assert (m.cookie_path, m.cookie_domain) == ("/", None)  # Flask's: Path=/, host-only
 
 
 def test_every_migrate_key_is_read() -> None:
@@ -59,6 +60,8 @@ def test_every_migrate_key_is_read() -> None:
             "max_age: 7d",
             "salt: other-salt",
             "digest: sha256",
+            "cookie_path: /shop",
+            "cookie_domain: .example.com",
         )
     ).migrate
     assert m == MigrateConfig(
@@ -68,6 +71,8 @@ def test_every_migrate_key_is_read() -> None:
         max_age=7 * 86400,
         salt="other-salt",
         digest="sha256",
+        cookie_path="/shop",
+        cookie_domain=".example.com",
     )
     assert m is not None
     assert [k.value for k in m.secret_keys] == [FLASK_KEY.encode(), b"older-flask-key"]
@@ -109,9 +114,32 @@ def test_migrate_max_age_is_a_duration() -> None:
     assert error.startswith("migrate.max_age: expected seconds or a duration like '14d'")
 
 
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        (
+            "cookie_path: shop",
+            "migrate.cookie_path: expected an absolute path like '/', got 'shop'",
+        ),
+        (
+            "cookie_path: '/a;b'",
+            "migrate.cookie_path: expected an absolute path like '/', got '/a;b'",
+        ),
+        (
+            "cookie_domain: 'example.com; Secure'",
+            "migrate.cookie_domain: expected a domain like example.com, got 'example.com; Secure'",
+        ),
+    ],
+)
+def test_the_legacy_cookies_scope_is_checked_like_the_proxys(line: str, error: str) -> None:
+    assert errors_of(migrate("format: flask", "secret_keys: [k]", line)) == [error]
+
+
 def test_unknown_migrate_key_is_reported() -> None:
     (error,) = errors_of(migrate("format: flask", "secret_keys: [k]", "secret_key: k"))
-    assert error.startswith("migrate.secret_key: unknown key; known keys: cookie_name, digest, ")
+    assert error.startswith(
+        "migrate.secret_key: unknown key; known keys: cookie_domain, cookie_name, cookie_path, "
+    )
 
 
 @pytest.mark.parametrize("name", ["session.0", "session.11"])

@@ -6,6 +6,9 @@ import base64
 import json
 import os
 
+from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
+
 from proxy.config import Config, parse_config
 from proxy.proxy_state import codec_from_config
 from proxy.session_codec import SessionCodec, SessionState
@@ -29,10 +32,13 @@ def make_config(
     secrets: tuple[str, ...] = (NEW_SECRET,),
     cookie: str = "{chunk_size: 256, max_chunks: 12}",
     session: str = "{compress: false}",
+    migrate: str = "",
 ) -> Config:
     env = {f"SECRET_{i}": s for i, s in enumerate(secrets)}
     text = "secrets:\n" + "".join(f"  - ${{SECRET_{i}}}\n" for i in range(len(secrets)))
     text += f"cookie: {cookie}\nsession: {session}\n"
+    if migrate:
+        text += f"migrate: {migrate}\n"
     text += "upstreams:\n  - url: http://127.0.0.1:8001\n"
     return parse_config(text, env=env)
 
@@ -392,3 +398,142 @@ def test_a_patched_session_past_the_limit_overflows_with_the_old_one_kept() -> N
     outbound = exchange.outbound(inbound, [], T0, [json.dumps({"blob": "x" * 200})])
     assert outbound.change is Change.OVERFLOW
     assert outbound.set_cookies == ()
+
+
+# --- duplicated chunks ------------------------------------------------------------------------
+
+
+def test_chunk_0_sent_twice_with_different_values_is_invalid_not_absent() -> None:
+    exchange = make_exchange()
+    inbound = exchange.inbound("session.0=junk; " + cookie_header(exchange, USER))
+    assert inbound.state is SessionState.INVALID
+    assert inbound.payload == "{}"
+
+
+def test_a_conflict_at_any_chunk_index_is_invalid_even_past_the_sessions_count() -> None:
+    exchange = make_exchange()
+    inbound = exchange.inbound(cookie_header(exchange, USER) + "; session.5=a; session.5=b")
+    assert inbound.state is SessionState.INVALID
+
+
+def test_the_same_chunk_value_twice_is_not_a_conflict() -> None:
+    exchange = make_exchange()
+    header = cookie_header(exchange, USER)
+    inbound = exchange.inbound(f"{header}; {header}")
+    assert (inbound.state, inbound.payload) == (SessionState.VALID, USER)
+
+
+def test_the_conflict_reason_quotes_no_cookie_content() -> None:
+    inbound = make_exchange().inbound("session.0=secretvalue; session.0=othervalue")
+    assert inbound.reason == "a chunk cookie sent twice with different values"
+
+
+# --- migration --------------------------------------------------------------------------------
+
+FLASK_KEY = "exchange-flask-secret-key"
+MIGRATE = f"{{format: flask, secret_keys: [{FLASK_KEY}]}}"
+EXPIRY = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; Secure; SameSite=Lax"
+
+
+def flask_cookie(session: dict[str, object]) -> str:
+    app = Flask(__name__)
+    app.secret_key = FLASK_KEY
+    serializer = SecureCookieSessionInterface().get_signing_serializer(app)
+    assert serializer is not None
+    value: str = serializer.dumps(session)
+    return value
+
+
+def migrating_exchange(migrate: str = MIGRATE) -> SessionExchange:
+    return make_exchange(make_config(migrate=migrate))
+
+
+def test_a_legacy_session_migrates_when_no_chunk_cookie_came() -> None:
+    inbound = migrating_exchange().inbound("session=" + flask_cookie({"user": 9}))
+    assert (inbound.state, inbound.payload, inbound.migrated) == (
+        SessionState.VALID,
+        '{"user":9}',
+        "flask",
+    )
+    assert inbound.legacy_names == ("session",)
+
+
+def test_a_legacy_session_never_fills_the_gap_a_conflicting_chunk_0_leaves() -> None:
+    exchange = migrating_exchange()
+    header = f"session.0=junk; session={flask_cookie({'user': 'attacker'})}; "
+    inbound = exchange.inbound(header + cookie_header(exchange, USER))
+    assert (inbound.state, inbound.migrated) == (SessionState.INVALID, "")
+    assert inbound.legacy_names == ("session",)  # still expired by the response
+
+
+def test_an_emptied_chunk_0_alone_counts_as_no_session_of_the_proxys_own() -> None:
+    inbound = migrating_exchange().inbound("session.0=; session=" + flask_cookie({"user": 9}))
+    assert (inbound.state, inbound.migrated) == (SessionState.VALID, "flask")
+
+
+def test_emptied_chunks_with_chunk_0_among_them_count_as_none_too() -> None:
+    cookie = "session.0=; session.1=; session=" + flask_cookie({"user": 9})
+    inbound = migrating_exchange().inbound(cookie)
+    assert (inbound.state, inbound.migrated) == (SessionState.VALID, "flask")
+
+
+def test_a_chunk_with_a_value_beside_an_emptied_chunk_0_blocks_migration() -> None:
+    cookie = "session.0=; session.1=x; session=" + flask_cookie({"user": 9})
+    inbound = migrating_exchange().inbound(cookie)
+    assert (inbound.state, inbound.migrated, inbound.payload) == (SessionState.ABSENT, "", "{}")
+    assert inbound.legacy_names == ("session",)
+
+
+def test_the_proxys_own_valid_session_wins_over_a_legacy_one() -> None:
+    exchange = migrating_exchange()
+    inbound = exchange.inbound(cookie_header(exchange, USER) + "; session=" + flask_cookie({}))
+    assert (inbound.state, inbound.payload, inbound.migrated) == (SessionState.VALID, USER, "")
+    assert inbound.legacy_names == ("session",)
+
+
+def test_a_migrated_session_is_reissued_and_its_legacy_cookie_expired() -> None:
+    exchange = migrating_exchange()
+    inbound = exchange.inbound("session=" + flask_cookie({"user": 9}))
+    outbound = exchange.outbound(inbound, [], T0)
+    assert outbound.change is Change.MIGRATED
+    assert set_cookie_names(outbound.set_cookies) == ["session.0", "session"]
+    assert reread(exchange, outbound.set_cookies).payload == '{"user":9}'
+
+
+def test_an_upstream_without_the_session_neither_migrates_nor_expires_a_legacy_cookie() -> None:
+    exchange = migrating_exchange()
+    inbound = exchange.inbound("a=1; session=" + flask_cookie({"user": 9}), decode=False)
+    assert (inbound.state, inbound.migrated, inbound.legacy_names) == (SessionState.ABSENT, "", ())
+    assert inbound.cookies.others == "a=1"  # still never forwarded
+    assert exchange.outbound(inbound, [], T0).set_cookies == ()
+
+
+def test_every_legacy_cookie_carried_is_expired_whatever_became_of_the_session() -> None:
+    exchange = migrating_exchange()
+    for cookie in ("session=garbage", "session=", "session=" + flask_cookie({"user": 9})):
+        outbound = exchange.outbound(exchange.inbound(cookie), [], T0)
+        assert outbound.set_cookies[-1] == f"session=; Path=/; {EXPIRY}", cookie
+
+
+def test_the_legacy_cookie_is_expired_in_flasks_scope_not_the_proxys() -> None:
+    config = make_config(cookie="{path: /app, domain: example.com}", migrate=MIGRATE)
+    exchange = make_exchange(config)
+    outbound = exchange.outbound(exchange.inbound("session=garbage"), [], T0)
+    assert outbound.set_cookies == (f"session=; Path=/; {EXPIRY}",)
+
+
+def test_the_legacy_cookie_is_expired_where_migrate_says_it_lives() -> None:
+    migrate = f"{{format: flask, secret_keys: [{FLASK_KEY}], cookie_path: /shop,"
+    migrate += " cookie_domain: example.com}"
+    exchange = migrating_exchange(migrate)
+    outbound = exchange.outbound(exchange.inbound("session=garbage"), [], T0)
+    assert outbound.set_cookies == (f"session=; Path=/shop; Domain=example.com; {EXPIRY}",)
+
+
+def test_a_non_permanent_flask_session_still_gets_max_age_for_now() -> None:
+    # Known and documented (docs/migration.md, "Non-permanent sessions become persistent
+    # cookies"): keeping it a browser-session cookie needs a flag in the token.
+    exchange = migrating_exchange()
+    outbound = exchange.outbound(exchange.inbound("session=" + flask_cookie({"user": 9})), [], T0)
+    (live_cookie,) = [c for c in outbound.set_cookies if c.startswith("session.0=")]
+    assert "; Max-Age=1209600;" in live_cookie
