@@ -31,6 +31,7 @@ from tests.adversarial.abuse import (
     worker_pids,
 )
 from tests.adversarial.recording_upstream import RecordingUpstream
+from tests.integration.admin_scrape import access_line
 from tests.integration.log_watch import WATCH
 from tests.integration.sidecar import RunningProxy, base_config
 
@@ -131,7 +132,9 @@ def flow_proxy(
         {"url": upstream.url, "name": "rec", "path_prefix": "/rec", "timeout": 10},
     ]
     limits = {"body_timeout": BODY_TIMEOUT}
-    config = base_config(flow.url, upstreams=upstreams, workers=workers, limits=limits)
+    config = base_config(
+        flow.url, upstreams=upstreams, workers=workers, limits=limits, log_format="json"
+    )
     with WATCH.start_proxy(config) as running:
         pids = worker_pids(running, workers)
         settle(pids)
@@ -281,6 +284,8 @@ def test_a_body_that_stalls_gets_408_and_both_connections_close(
     assert status == "HTTP/1.1 408 Request Timeout", data[:300]
     assert fields["connection"] == "close"
     assert json.loads(body) == {"error": "body_timeout"}
+    line = access_line(proxy, fields["x-request-id"])
+    assert (line["status"], line["bytes_in"], line["bytes_out"]) == (408, 1000, len(body))
 
     # The upstream saw the head and part of the body, never a whole request, and then its
     # connection closed: it was not pooled with half a body in it.
