@@ -214,6 +214,38 @@ def test_unread_answers_of_the_proxy_itself_stop_the_reading(
     attack_twice(proxy, pids, lambda: pipeline_unread(proxy.port, "/nowhere", ATTACK_SECONDS))
 
 
+def test_a_long_pipeline_read_late_is_answered_whole_and_in_order(
+    flow_proxy: tuple[RunningProxy, list[int]],
+) -> None:
+    # What the bounds hold back must still be answered: 3,000 pipelined requests (120 KB, past
+    # the parser's 16 and the 64 KiB read-ahead), a third of them answered with 32 KB (past the
+    # 64 KiB of unread answers) and a third the proxy's own 404, sent at once, read after a pause.
+    proxy, _ = flow_proxy
+    count = 3000
+    targets = [("/rec/p?id={}", "/app/w{}", "/nowhere/{}")[i % 3].format(i) for i in range(count)]
+    requests = [f"GET {target} HTTP/1.1\r\nHost: a\r\n" for target in targets]
+    requests[-1] += "Connection: close\r\n"
+    with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+        sock.sendall("".join(f"{request}\r\n" for request in requests).encode())
+        time.sleep(1.0)  # the proxy's answers back up meanwhile
+        data = read_until_closed(sock, limit=30)
+    answers = []
+    offset = 0
+    while offset < len(data):
+        end = data.index(b"\r\n\r\n", offset) + 4
+        status, fields, _ = split_response(data[offset:end])
+        offset = end + int(fields["content-length"])
+        answers.append((status, data[end:offset]))
+    assert len(answers) == count
+    for i, (status, body) in enumerate(answers):
+        if i % 3 == 0:
+            assert (status, json.loads(body)["id"]) == ("HTTP/1.1 200 OK", str(i)), i
+        elif i % 3 == 1:
+            assert (status, body) == ("HTTP/1.1 200 OK", b"w" * WHOLE_BODY), i
+        else:
+            assert (status, json.loads(body)["error"]) == ("HTTP/1.1 404 Not Found", "no_route")
+
+
 def burst_and_hold(port: int, connections: int, seconds: float) -> None:
     """From each of ``connections`` clients, one 256 KB burst of tiny pipelined requests to an
     upstream that never answers; hold them for ``seconds``."""
@@ -246,12 +278,12 @@ def test_a_burst_of_tiny_pipelined_requests_is_not_parsed_ahead(
 
 
 def read_until_closed(sock: socket.socket, limit: float = 10.0) -> bytes:
-    data = b""
+    chunks = []
     sock.settimeout(limit)
     with contextlib.suppress(ConnectionResetError, TimeoutError):
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def split_response(data: bytes) -> tuple[str, dict[str, str], bytes]:
