@@ -345,6 +345,9 @@ class ProxyConnection(BaseProtocol):
         if (
             self._paused
             or self._parse_error is not None
+            # After an upgrade the parser has nothing more to give (fed again, it would answer
+            # "upgraded" with no tail); open_tunnel() reads on.
+            or self._upgrade_buffer is not None
             or len(self._queue) > MAX_PIPELINED // 2
             or self._ahead > MAX_READ_AHEAD
         ):

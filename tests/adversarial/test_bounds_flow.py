@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import Final
 import pytest
 
 from proxy.proxy_connection import LINGER_SECONDS
+from proxy.websocket_tunnel import accept_for
 from tests.adversarial.abuse import (
     MB,
     SecondClient,
@@ -54,7 +56,8 @@ class FlowUpstream:
     """A raw upstream that answers each request head the moment it has it, by path:
     ``/app/big...`` with :data:`STREAMED_BODY` bytes, ``/app/hang...`` never (it reads on),
     ``/app/slow...`` only after waiting :data:`SLOW_UPSTREAM_SECONDS` and then reading the
-    whole ``Content-Length`` body (answered with its size), anything else with
+    whole ``Content-Length`` body (answered with its size), ``/app/ws`` with a WebSocket
+    ``101`` and then keeping every byte in :attr:`tunnelled`, anything else with
     :data:`WHOLE_BODY` bytes. Fast enough to fill a proxy that does not stop reading a
     client; its small receive buffer makes a slow read back-pressure the proxy soon."""
 
@@ -64,6 +67,7 @@ class FlowUpstream:
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(512)
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.tunnelled: list[bytes] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     @staticmethod
@@ -93,6 +97,9 @@ class FlowUpstream:
                             while sock.recv(65536):
                                 pass
                             return
+                        if target.startswith(b"/app/ws"):
+                            self._tunnel(sock, head, buffered)
+                            return
                         if target.startswith(b"/app/slow"):
                             buffered = self._slow(sock, head, buffered)
                         else:
@@ -110,6 +117,17 @@ class FlowUpstream:
             buffered += data
         sock.sendall(self.answer(b"%d" % length))
         return buffered[length:]
+
+    def _tunnel(self, sock: socket.socket, head: bytes, buffered: bytes) -> None:
+        key = re.search(rb"(?i)\r\nsec-websocket-key: *([^\r]+)", head)
+        assert key is not None
+        head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        sock.sendall(
+            head + b"Sec-WebSocket-Accept: %s\r\n\r\n" % accept_for(key[1].decode()).encode()
+        )
+        self.tunnelled.append(buffered)
+        while data := sock.recv(65536):
+            self.tunnelled.append(data)
 
     def stop(self) -> None:
         self._listener.close()
@@ -244,6 +262,57 @@ def test_a_long_pipeline_read_late_is_answered_whole_and_in_order(
             assert (status, body) == ("HTTP/1.1 200 OK", b"w" * WHOLE_BODY), i
         else:
             assert (status, json.loads(body)["error"]) == ("HTTP/1.1 404 Not Found", "no_route")
+
+
+@pytest.mark.parametrize(
+    ("target", "ahead", "unread"),
+    [("/rec/p", 16, 0.0), ("/rec/p", 25, 0.0), ("/app/big", 16, 1.0)],
+    ids=["16-ahead", "25-ahead", "answers-unread"],
+)
+def test_bytes_sent_before_the_101_behind_a_long_pipeline_reach_the_upstream(
+    flow_proxy: tuple[RunningProxy, list[int]],
+    flow: FlowUpstream,
+    target: str,
+    ahead: int,
+    unread: float,
+) -> None:
+    # A WebSocket handshake behind more pipelined requests than the parser takes at once, and
+    # bytes sent before its 101: catching up on the pipeline must not lose them, whether the
+    # parser stopped just after the handshake (16 or 25 ahead) or the client left 16 MB of
+    # answers unread for a while.
+    proxy, _ = flow_proxy
+    marker = f"early-frame-{time.monotonic_ns()}".encode()
+    gets = "".join(f"GET {target}?id={i} HTTP/1.1\r\nHost: a\r\n\r\n" for i in range(ahead))
+    handshake = (
+        "GET /app/ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", proxy.port))
+        sock.sendall(gets.encode() + handshake.encode() + marker)
+        time.sleep(unread)
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+            marker in b"".join(flow.tunnelled) and b"HTTP/1.1 101 " in b"".join(chunks)
+        ):
+            chunks.append(read_available(sock))
+            time.sleep(0.01)
+    received = b"".join(chunks)
+    assert marker in b"".join(flow.tunnelled), "the bytes sent before the 101 were lost"
+    assert received.count(b"HTTP/1.1 200 OK") == ahead
+    assert b"HTTP/1.1 101 " in received
+
+
+def read_available(sock: socket.socket) -> bytes:
+    """What the socket holds now."""
+    chunks = []
+    sock.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def burst_and_hold(port: int, connections: int, seconds: float) -> None:
