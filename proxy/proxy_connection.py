@@ -539,9 +539,10 @@ class ProxyConnection(BaseProtocol):
         self._idle_since = self._loop.time()
         if not ex.keep_alive:
             self.close(linger=ex.body_unread)
-        elif self._queue or self._parse_error is not None:
+        elif self._queue or self._parse_error is not None or self._buffer_paused:
             # Not from inside the upstream's data_received: the next request may take the
-            # very connection that is still delivering this one.
+            # very connection that is still delivering this one. Reading held back (the
+            # client ahead, maybe mid-head) goes on from there too.
             self._next_soon()
 
     def _next_soon(self) -> None:

@@ -315,6 +315,28 @@ def read_available(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def test_a_large_head_behind_a_slow_answer_is_read_once_that_answer_ends(
+    flow_proxy: tuple[RunningProxy, list[int]],
+) -> None:
+    # 70 KB of the next request's head (a large cookie) arrives while the first request waits
+    # for its answer: past the 64 KiB read-ahead, the proxy stops reading mid-head, and must
+    # read on once it has caught up, not wait for the rest of a head it does not read.
+    proxy, _ = flow_proxy
+    first = "POST /app/slow HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+    second = f"GET /rec/after?id=second HTTP/1.1\r\nHost: a\r\nCookie: c={'x' * 70_000}\r\n"
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as sock:
+        sock.sendall(first.encode())
+        time.sleep(0.5)  # the first request is with the upstream, which waits 3 s
+        sock.sendall(second.encode())
+        time.sleep(0.5)
+        sock.sendall(b"Connection: close\r\n\r\n")
+        data = read_until_closed(sock, limit=20)
+    status, fields, rest = split_response(data)
+    assert (status, rest[: int(fields["content-length"])]) == ("HTTP/1.1 200 OK", b"0")
+    status, _, body = split_response(rest[int(fields["content-length"]) :])
+    assert (status, json.loads(body)["id"]) == ("HTTP/1.1 200 OK", "second")
+
+
 def burst_and_hold(port: int, connections: int, seconds: float) -> None:
     """From each of ``connections`` clients, one 256 KB burst of tiny pipelined requests to an
     upstream that never answers; hold them for ``seconds``."""
