@@ -50,6 +50,7 @@ WHOLE_BODY: Final = 32 * 1024
 STREAMED_BODY: Final = 1024 * 1024
 #: How long the flow upstream waits before it reads a ``/app/slow`` request's body.
 SLOW_UPSTREAM_SECONDS: Final = 3.0
+DRIP_SECONDS: Final = 10.0
 
 
 class FlowUpstream:
@@ -57,7 +58,9 @@ class FlowUpstream:
     ``/app/big...`` with :data:`STREAMED_BODY` bytes, ``/app/hang...`` never (it reads on),
     ``/app/slow...`` only after waiting :data:`SLOW_UPSTREAM_SECONDS` and then reading the
     whole ``Content-Length`` body (answered with its size), ``/app/ws`` with a WebSocket
-    ``101`` and then keeping every byte in :attr:`tunnelled`, anything else with
+    ``101`` and then keeping every byte in :attr:`tunnelled`, ``/app/drip`` with a chunked
+    body of one byte every 0.1 s for :data:`DRIP_SECONDS` (noting in :attr:`drips_cut` when
+    the proxy went away first) without reading the request body, anything else with
     :data:`WHOLE_BODY` bytes. Fast enough to fill a proxy that does not stop reading a
     client; its small receive buffer makes a slow read back-pressure the proxy soon."""
 
@@ -68,6 +71,7 @@ class FlowUpstream:
         self._listener.listen(512)
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self.tunnelled: list[bytes] = []
+        self.drips_cut: list[float] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     @staticmethod
@@ -100,6 +104,9 @@ class FlowUpstream:
                         if target.startswith(b"/app/ws"):
                             self._tunnel(sock, head, buffered)
                             return
+                        if target.startswith(b"/app/drip"):
+                            self._drip(sock)
+                            return
                         if target.startswith(b"/app/slow"):
                             buffered = self._slow(sock, head, buffered)
                         else:
@@ -128,6 +135,18 @@ class FlowUpstream:
         self.tunnelled.append(buffered)
         while data := sock.recv(65536):
             self.tunnelled.append(data)
+
+    def _drip(self, sock: socket.socket) -> None:
+        started = time.monotonic()
+        sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        try:
+            while time.monotonic() - started < DRIP_SECONDS:
+                sock.sendall(b"1\r\nd\r\n")
+                time.sleep(0.1)
+        except OSError:
+            self.drips_cut.append(time.monotonic() - started)
+            return
+        sock.sendall(b"0\r\n\r\n")
 
     def stop(self) -> None:
         self._listener.close()
@@ -421,6 +440,31 @@ def test_a_body_that_stalls_gets_408_and_both_connections_close(
     assert len(stalled.received) < 100000
     for _ in range(3):  # whichever worker answers, never on that connection
         assert ask(proxy.port, "/rec/next")["conn"] != stalled.number
+
+
+def test_a_body_that_stalls_once_its_answer_has_begun_gets_both_connections_cut(
+    flow_proxy: tuple[RunningProxy, list[int]], flow: FlowUpstream
+) -> None:
+    # Too late for a 408: the upstream streams its answer without waiting for the body. A
+    # reset, and no last chunk, tell the client the answer is cut short.
+    proxy, _ = flow_proxy
+    cut_before = len(flow.drips_cut)
+    head = "POST /app/drip HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+        sock.sendall(head.encode() + b"x" * 1000)  # then nothing more
+        started = time.monotonic()
+        data = read_until_closed(sock, limit=DRIP_SECONDS + 5)
+        ended = time.monotonic() - started
+    status, fields, body = split_response(data)
+    assert status == "HTTP/1.1 200 OK"
+    assert fields["transfer-encoding"] == "chunked"
+    assert b"1\r\nd\r\n" in body
+    assert not body.endswith(b"0\r\n\r\n"), "the answer looks complete"
+    assert ended < DRIP_SECONDS / 2, f"the connection lasted {ended:.1f}s"
+    deadline = time.monotonic() + 5
+    while len(flow.drips_cut) == cut_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(flow.drips_cut) > cut_before, "the upstream connection was not closed"
 
 
 def test_an_upload_held_back_by_a_slow_upstream_is_not_cut(
