@@ -81,6 +81,10 @@ class Limits:
     #: Seconds a client connection may sit with no request in flight (keep-alive, or a request
     #: head that never completes) before it is closed.
     idle_timeout: float = 75.0
+    #: Seconds an upload may wait for the client's next body byte (nginx's
+    #: client_body_timeout); time the proxy is not reading, held back by the upstream, is
+    #: not counted. Past it: 408, or a reset once the response has begun.
+    body_timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,7 @@ def _parse_limits(raw: Any, errors: list[str]) -> Limits:
         max_header_bytes=s.int_("max_header_bytes", d.max_header_bytes, 8192, 16 << 20),
         max_line_bytes=s.int_("max_line_bytes", d.max_line_bytes, 1024, 1 << 20),
         idle_timeout=s.number("idle_timeout", d.idle_timeout, 0, 86400),
+        body_timeout=s.number("body_timeout", d.body_timeout, 0, 86400),
     )
     s.check_unknown()
     return limits

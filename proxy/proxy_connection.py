@@ -47,6 +47,9 @@ SWEEP_SECONDS = 0.1
 LINGER_SECONDS = 2.0
 #: Requests a client may pipeline before the proxy stops reading from it.
 MAX_PIPELINED = 16
+#: Bytes a client may send ahead of the request in flight (pipelined requests) before the
+#: proxy stops reading from it until it has caught up.
+MAX_READ_AHEAD = 2**16
 _READ_LIMIT = 2**16
 
 
@@ -61,9 +64,11 @@ class ProxyServer:
         max_line_size: int,
         max_field_size: int,
         idle_timeout: float = 75.0,
+        body_timeout: float = 60.0,
     ) -> None:
         self.state = state
         self.idle_timeout = idle_timeout
+        self.body_timeout = body_timeout
         self.pool = pool
         self.observer = observer
         self.max_line_size = max_line_size
@@ -121,6 +126,11 @@ class ProxyConnection(BaseProtocol):
             max_line_size=server.max_line_size,
             max_field_size=server.max_field_size,
             auto_decompress=False,  # Content-Encoding passes through untouched
+            # The parser stops between messages once this many are unconsumed and keeps the
+            # rest as bytes: one read of tiny requests is never thousands of parsed ones. One
+            # more than the queue holds, because the C parser counts a request at its end
+            # and a request whose body is still coming is consumed (begun) before that.
+            max_msg_queue_size=MAX_PIPELINED + 1,
         )
         # BaseProtocol's flow control pauses this parser when a request body backs up, and
         # resumes it with data_received(b"") once the body is read.
@@ -136,6 +146,14 @@ class ProxyConnection(BaseProtocol):
         self._idle_since = self._loop.time()
         self._peer = ""
         self._upstream = UpstreamLeg(self, server.pool)
+        #: Bytes read ahead of the request in flight since the proxy last caught up.
+        self._ahead = 0
+        self._next_pending = False
+        #: limits.body_timeout: the upload watched, its body bytes at the last sweep, and
+        #: since when (loop time) they have not changed while the proxy was reading.
+        self._body_exchange: Exchange | None = None
+        self._body_received = 0
+        self._body_since = 0.0
 
     @property
     def busy(self) -> bool:
@@ -164,19 +182,25 @@ class ProxyConnection(BaseProtocol):
             if sum(map(len, self._upgrade_buffer)) > _READ_LIMIT and self.transport is not None:
                 self.transport.pause_reading()  # resumed when the tunnel opens
             return
+        if self._queue or ((ex := self._current) is not None and not ex.body_unread):
+            self._ahead += len(data)  # pipelined requests, not the body of the one in flight
+        if self._parse(data) and self._current is None:
+            self._next()
+
+    def _parse(self, data: bytes) -> bool:
+        """Feed the parser and queue what it parsed; False if it refused the request."""
         try:
             messages, upgraded, tail = self._request_parser.feed_data(data)
         except HttpProcessingError as exc:
             self._refuse(exc)
-            return
+            return False
         if messages:
             self._queue.extend(messages)
         if upgraded:
             self._upgrade_buffer = [tail] if tail else []
-        if len(self._queue) > MAX_PIPELINED and self.transport is not None:
-            self.transport.pause_reading()
-        if self._current is None:
-            self._next()
+        if len(self._queue) >= MAX_PIPELINED or self._ahead > MAX_READ_AHEAD:
+            self._pause_reading_for_buffer()  # _catch_up() reads on
+        return True
 
     def eof_received(self) -> bool:
         # Like nginx (proxy_ignore_client_abort off): a client that closes its side has gone
@@ -200,13 +224,23 @@ class ProxyConnection(BaseProtocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._tunnel is not None and self._tunnel.transport is not None:
-            self._tunnel.transport.pause_reading()
+        if self._tunnel is not None:
+            if self._tunnel.transport is not None:
+                self._tunnel.transport.pause_reading()
+        elif not self._lingering:
+            # The client is not reading its answers: read no more of its requests, and start
+            # none of those already queued, until it does (resume_writing).
+            self._pause_reading_for_buffer()
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if self._tunnel is not None and self._tunnel.transport is not None:
-            self._tunnel.transport.resume_reading()
+        if self._tunnel is not None:
+            if self._tunnel.transport is not None:
+                self._tunnel.transport.resume_reading()
+        elif self._current is None:
+            self._next()
+        elif self._buffer_paused:
+            self._catch_up()
 
     @property
     def current(self) -> Exchange | None:
@@ -277,12 +311,17 @@ class ProxyConnection(BaseProtocol):
     # --- request by request -----------------------------------------------------------------
 
     def _next(self) -> None:
-        while self._current is None and self._queue:
-            if self.transport is not None and len(self._queue) == MAX_PIPELINED:
-                self.transport.resume_reading()
+        # Not while the client leaves its answers unread: resume_writing() goes on.
+        while self._current is None and self._queue and not self._paused:
             message, payload = self._queue.popleft()
+            self._request_parser.message_consumed()
             self._begin(message, payload)
-        if self._current is not None:
+        if self._buffer_paused and self._catch_up() and self._current is None:
+            # More requests, parsed from what the parser kept: they start on the loop's next
+            # pass, so that a long pipeline of answers the proxy makes itself (404s, say)
+            # never holds the loop for long.
+            self._next_soon()
+        if self._current is not None or self._queue:
             return
         if self._parse_error is not None:
             status, error = self._parse_error
@@ -297,6 +336,28 @@ class ProxyConnection(BaseProtocol):
             self.close()
         elif self._client_eof or self.server.closing:
             self.close()
+
+    def _catch_up(self) -> bool:
+        """Read the client again once its answers are being read and few of its requests
+        wait: first the bytes the parser kept back. True if that queued requests."""
+        if not self._queue:
+            self._ahead = 0
+        if (
+            self._paused
+            or self._parse_error is not None
+            # After an upgrade the parser has nothing more to give (fed again, it would answer
+            # "upgraded" with no tail); open_tunnel() reads on.
+            or self._upgrade_buffer is not None
+            or len(self._queue) > MAX_PIPELINED // 2
+            or self._ahead > MAX_READ_AHEAD
+        ):
+            return False
+        queued = len(self._queue)
+        if not self._parse(b""):
+            return False
+        if len(self._queue) < MAX_PIPELINED:
+            self._resume_reading_for_buffer()
+        return len(self._queue) > queued
 
     def close(self, linger: bool = False) -> None:
         transport = self.transport
@@ -388,11 +449,51 @@ class ProxyConnection(BaseProtocol):
     def check_deadline(self, now: float) -> None:
         if self._idle_since and now - self._idle_since > self.server.idle_timeout:
             # An idle keep-alive connection, or a request head that never completes (a
-            # slow-loris client): close it rather than hold its memory forever.
+            # slow-loris client): close it rather than hold its memory forever. A client
+            # that leaves its answers unread is reset: a close would wait for it to read.
             self._idle_since = 0.0
-            self.close()
+            if self._paused:
+                self.abort()
+            else:
+                self.close()
             return
+        ex = self._current
+        if ex is not None and ex.upload is not None and not ex.upload.done():
+            self._check_body(ex, now)
         self._upstream.check_deadline(now)
+
+    def _check_body(self, ex: Exchange, now: float) -> None:
+        """limits.body_timeout, like nginx's client_body_timeout: how long an upload may wait
+        for the client's next body byte. Time the proxy itself was not reading (an upstream
+        slow to take the body, a client not reading its answers) does not count."""
+        received = ex.payload.total_bytes
+        if (
+            ex is not self._body_exchange
+            or received != self._body_received
+            or self._reading_paused
+            or self._buffer_paused
+            or ex.payload.is_eof()
+        ):
+            self._body_exchange, self._body_received, self._body_since = ex, received, now
+        elif now - self._body_since > self.server.body_timeout:
+            self._body_exchange = None
+            self._body_timed_out(ex)
+
+    def _body_timed_out(self, ex: Exchange) -> None:
+        log.info(
+            "request %s: no byte of its body for %gs; connections closed",
+            ex.record.request_id,
+            self.server.body_timeout,
+        )
+        if not ex.responded:
+            # RFC 9110 section 15.5.9. reply() closes the client connection (the body is
+            # unread) and aborts the upstream one, never pooled with half a body in it.
+            self.reply(ex, 408, {"error": "body_timeout"})
+            return
+        # Too late for a 408: a reset tells the client its response is cut short.
+        self.release(ex, clean=False)
+        self.report(ex)
+        self.abort()
 
     def _session_too_large(self, ex: Exchange, size: int, limit: int) -> None:
         """RFC 6585 section 5: the request's header fields (its session) are too large for
@@ -447,10 +548,21 @@ class ProxyConnection(BaseProtocol):
         if not ex.keep_alive:
             self._queue.clear()  # pipelined requests behind it die with the connection
             self.close(linger=ex.body_unread)
-        elif self._queue or self._parse_error is not None:
+        elif self._queue or self._parse_error is not None or self._buffer_paused:
             # Not from inside the upstream's data_received: the next request may take the
-            # very connection that is still delivering this one.
-            self._loop.call_soon(self._next)
+            # very connection that is still delivering this one. Reading held back (the
+            # client ahead, maybe mid-head) goes on from there too.
+            self._next_soon()
+
+    def _next_soon(self) -> None:
+        """Run _next() on the loop's next pass, once however often this is asked."""
+        if not self._next_pending:
+            self._next_pending = True
+            self._loop.call_soon(self._next_scheduled)
+
+    def _next_scheduled(self) -> None:
+        self._next_pending = False
+        self._next()
 
     def release(self, ex: Exchange, clean: bool) -> None:
         ex.release(self.server.pool, clean)

@@ -225,6 +225,7 @@ _REASONS = {
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     426: "Upgrade Required",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",

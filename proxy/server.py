@@ -156,6 +156,7 @@ class Worker:
             max_line_size=config.limits.max_line_bytes,
             max_field_size=limit,
             idle_timeout=config.limits.idle_timeout,
+            body_timeout=config.limits.body_timeout,
         )
         self.metrics.watch(self.proxy.load)
 

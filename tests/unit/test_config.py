@@ -729,3 +729,27 @@ def test_bad_readiness_is_reported_with_its_path(snippet: str, message: str) -> 
     errors = errors_of(TWO_UPSTREAMS + f"readiness: {snippet}\n")
     assert len(errors) == 1
     assert errors[0].startswith(message), errors
+
+
+def test_body_timeout_defaults_to_nginx_client_body_timeout() -> None:
+    assert parse(MINIMAL).limits.body_timeout == 60.0
+
+
+def test_body_timeout_takes_fractional_seconds() -> None:
+    assert parse(MINIMAL + "limits:\n  body_timeout: 2.5\n").limits.body_timeout == 2.5
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("0", "must be more than 0 and at most 86400, got 0"),
+        ("-1", "must be more than 0 and at most 86400, got -1"),
+        ("86401", "must be more than 0 and at most 86400, got 86401"),
+        ("1m", "expected a number of seconds, got '1m'"),
+        ("true", "expected a number of seconds, got True"),
+    ],
+)
+def test_body_timeout_out_of_range_is_refused(value: str, error: str) -> None:
+    assert errors_of(MINIMAL + f"limits:\n  body_timeout: {value}\n") == [
+        f"limits.body_timeout: {error}"
+    ]
