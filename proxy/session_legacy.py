@@ -109,8 +109,13 @@ def split_legacy_cookies(header: str | None, names: Collection[str]) -> LegacyCo
     hidden = _hidden_legacy_pattern(tuple(sorted(names)))
     split = LegacyCookieSplit()
     others: list[str] = []
+    shortest = min(map(len, names))
     for piece in header.split(";"):
         pair = piece.strip()
+        if len(pair) < shortest:  # too short to hold a legacy name: no search, one loop turn
+            if pair:
+                others.append(pair)
+            continue
         key, eq, value = pair.partition("=")
         key = key.strip()
         if not eq or key not in names:

@@ -354,6 +354,14 @@ def test_split_drops_disguised_legacy_spellings() -> None:
     assert split.others == "keep=1"
 
 
+def test_split_passes_thousands_of_tiny_pairs_in_order_beside_disguised_ones() -> None:
+    tiny = "; ".join(["x", "a=1", "sess=1"] * 5000)
+    header = f"{tiny}; session=v; a=1, session=w; {tiny}; SESSION=u"
+    split = split_legacy_cookies(header, ("session",))
+    assert split.values == {"session": "v"}
+    assert split.others == f"{tiny}; {tiny}"
+
+
 def test_split_same_name_twice_differently_is_a_conflict() -> None:
     split = split_legacy_cookies("session=a; session=b; session=c", ("session",))
     assert split.values == {}
