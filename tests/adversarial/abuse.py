@@ -45,7 +45,7 @@ def worker_pids(proxy: RunningProxy, expected: int = 1, timeout: float = 10.0) -
 
 
 def _children(pid: int) -> list[int]:
-    found = []
+    found: list[int] = []
     for task in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{task}/children") as f:
             found.extend(int(child) for child in f.read().split())
@@ -110,7 +110,9 @@ class WorkerWatch:
 
     def summary(self) -> str:
         peaks = ", ".join(f"{pid}: {self.peak_rss[pid] / MB:.0f} MB" for pid in self.pids)
-        return f"peak RSS {peaks}; growth {self.peak_rss_growth() / MB:.1f} MB; CPU {self._cpu:.2f}s"
+        return (
+            f"peak RSS {peaks}; growth {self.peak_rss_growth() / MB:.1f} MB; CPU {self._cpu:.2f}s"
+        )
 
 
 class SecondClient:
@@ -153,7 +155,9 @@ class SecondClient:
                 else:
                     self.latencies.append(time.monotonic() - started)
             except OSError as exc:
-                self.failures.append(f"{type(exc).__name__} after {time.monotonic() - started:.1f}s")
+                self.failures.append(
+                    f"{type(exc).__name__} after {time.monotonic() - started:.1f}s"
+                )
             self._stop.wait(self.pause)
 
     def __enter__(self) -> Self:
