@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
-from aiohttp.streams import StreamReader
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 from proxy.proxy_exchange import Exchange
 from proxy.proxy_heads import json_head, request_head
@@ -43,11 +43,16 @@ log = logging.getLogger("session_sidecar.proxy")
 
 #: How often overdue upstream responses are looked for: the precision of upstream timeouts.
 SWEEP_SECONDS = 0.1
-#: How long the rest of an answered request is read and dropped before the socket closes.
+#: How long, and how much of, the rest of an answered request is read and dropped before the
+#: socket closes.
 LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
 #: Requests a client may pipeline before the proxy stops reading from it.
 MAX_PIPELINED = 16
 _READ_LIMIT = 2**16
+#: A read this small that ends a head is not searched for the start of the next one: a head is
+#: measured to within these many bytes (see ProxyConnection.data_received).
+_UNCOUNTED_READ = 4096
 
 
 class ProxyServer:
@@ -61,6 +66,7 @@ class ProxyServer:
         max_line_size: int,
         max_field_size: int,
         idle_timeout: float = 75.0,
+        max_head_size: int = 81_792,
     ) -> None:
         self.state = state
         self.idle_timeout = idle_timeout
@@ -68,6 +74,7 @@ class ProxyServer:
         self.observer = observer
         self.max_line_size = max_line_size
         self.max_field_size = max_field_size
+        self.max_head_size = max_head_size
         self.connections: set[ProxyConnection] = set()
         self.closing = False
         self._sweeping: asyncio.TimerHandle | None = None
@@ -130,6 +137,12 @@ class ProxyConnection(BaseProtocol):
         self._tunnel: UpstreamConnection | None = None
         self._client_eof = False
         self._lingering = False
+        self._lingered = 0
+        #: Bytes of the request head being read (see data_received), and the request body
+        #: being read, if any.
+        self._head_bytes = 0
+        self._max_head_size = server.max_head_size
+        self._body: StreamReader | None = None
         #: Loop time since when the connection has had no request in flight.
         self._idle_since = self._loop.time()
         self._peer = ""
@@ -153,7 +166,11 @@ class ProxyConnection(BaseProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
-            return  # the rest of a request already answered: read and dropped
+            # The rest of a request already answered: read and dropped, up to a point.
+            self._lingered += len(data)
+            if self._lingered > LINGER_BYTES and self.transport is not None:
+                self.transport.close()
+            return
         if self._tunnel is not None:
             self._tunnel.write(data)
             return
@@ -162,6 +179,11 @@ class ProxyConnection(BaseProtocol):
             if sum(map(len, self._upgrade_buffer)) > _READ_LIMIT and self.transport is not None:
                 self.transport.pause_reading()  # resumed when the tunnel opens
             return
+        # The head being read is counted as it comes, to refuse it once past max_head_size:
+        # every read while no body is being read, and what may begin a head after one that
+        # ended (see _measure_heads). A small GET ending in its read costs the one test below.
+        body = self._body
+        body_before = 0 if body is None else body.total_bytes
         try:
             messages, upgraded, tail = self._request_parser.feed_data(data)
         except HttpProcessingError as exc:
@@ -169,6 +191,22 @@ class ProxyConnection(BaseProtocol):
             return
         if messages:
             self._queue.extend(messages)
+            if (
+                body is not None
+                or self._head_bytes
+                or len(data) > _UNCOUNTED_READ
+                or messages[-1][1] is not EMPTY_PAYLOAD
+            ):
+                self._measure_heads(data, messages)
+        elif body is None:
+            self._head_bytes += len(data)
+            if self._head_bytes > self._max_head_size:
+                self._refuse_head()
+        elif body.is_eof():  # the body ended in this read; what follows it begins a head
+            self._body = None
+            self._head_bytes = _tail_size(data, body.total_bytes - body_before)
+            if self._head_bytes > self._max_head_size:
+                self._refuse_head()
         if upgraded:
             self._upgrade_buffer = [tail] if tail else []
         if len(self._queue) > MAX_PIPELINED and self.transport is not None:
@@ -267,10 +305,51 @@ class ProxyConnection(BaseProtocol):
         else:
             self._parse_error = (400, "bad_request")
         log.info("refused an unparsable request from %s: %s", self._peer, type(exc).__name__)
+        self._stop_reading()
+
+    def _refuse_head(self) -> None:
+        """RFC 6585 section 5: the whole head is over limits.max_request_head_bytes. Nothing
+        more of it is parsed; what still comes is dropped (a bounded linger) once answered."""
+        self._parse_error = (431, "request_header_too_large")
+        log.info(
+            "refused a request head over max_request_head_bytes (%d) from %s",
+            self._max_head_size,
+            self._peer,
+        )
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        self._lingering = True  # whatever still comes is dropped, never parsed
         if self.transport is not None:
             self.transport.pause_reading()
         if self._current is None:
             self._next()
+
+    def _measure_heads(
+        self, data: bytes, messages: list[tuple[RawRequestMessage, StreamReader]]
+    ) -> None:
+        """After a read that ended ``messages``' heads (queued): refuse the first head over the
+        cap, measured by what was parsed of it (it may have begun in an earlier read), and
+        count what follows the last one as the next head, unless its body is being read."""
+        if self._head_bytes + len(data) > self._max_head_size:
+            for i, (message, _) in enumerate(messages):
+                if _head_size(message) > self._max_head_size:
+                    for _ in messages[i:]:
+                        self._queue.pop()
+                    self._refuse_head()
+                    return
+        payload = messages[-1][1]
+        if payload is EMPTY_PAYLOAD:
+            self._body = None
+            self._head_bytes = _tail_size(data, 0) if len(data) > _UNCOUNTED_READ else 0
+        elif payload.is_eof():
+            self._body = None
+            self._head_bytes = _tail_size(data, payload.total_bytes)
+        else:
+            self._body = payload
+            self._head_bytes = 0
+        if self._head_bytes > self._max_head_size:
+            self._refuse_head()
 
     # --- request by request -----------------------------------------------------------------
 
@@ -285,14 +364,19 @@ class ProxyConnection(BaseProtocol):
         if self._parse_error is not None:
             status, error = self._parse_error
             self._parse_error = None
-            request_id = os.urandom(16).hex()
-            self.write(json_head(status, {"error": error}, request_id, keep_alive=False))
-            # Logged and counted like any request; nothing of it was readable but its fate.
-            record = RequestRecord(request_id, self._peer, "-", "-", status, started=time.time())
-            self._report_record(record)
-            self.close()
+            self._answer_and_close(status, error)
         elif self._client_eof or self.server.closing:
             self.close()
+
+    def _answer_and_close(self, status: int, error: str) -> None:
+        """Answer before any request could be read (a refused head), then close, dropping
+        what still comes for a while."""
+        request_id = os.urandom(16).hex()
+        self.write(json_head(status, {"error": error}, request_id, keep_alive=False))
+        # Logged and counted like any request; nothing of it was readable but its fate.
+        record = RequestRecord(request_id, self._peer, "-", "-", status, started=time.time())
+        self._report_record(record)
+        self.close(linger=True)
 
     def close(self, linger: bool = False) -> None:
         transport = self.transport
@@ -449,6 +533,21 @@ class ProxyConnection(BaseProtocol):
             self.server.observer(record)
         except Exception:  # an observer must never break a connection
             log.exception("request observer failed")
+
+
+def _tail_size(data: bytes, body_bytes: int) -> int:
+    """How many bytes at the end of ``data``, a read in which a head or a body ended, may
+    belong to a head that has not: those after its last empty line (a head has none before
+    it ends), and no more than what ``body_bytes`` of body leave over."""
+    return max(0, min(len(data) - data.rfind(b"\r\n\r\n") - 4, len(data) - body_bytes))
+
+
+def _head_size(message: RawRequestMessage) -> int:
+    """The size of a parsed request head, spaces around field values aside."""
+    size = len(message.method) + len(message.path) + 13  # " ", " HTTP/1.1\r\n"
+    for name, value in message.raw_headers:
+        size += len(name) + len(value) + 4  # ": ", "\r\n"
+    return size + 2
 
 
 def _joined(values: Iterable[str]) -> str | None:

@@ -26,13 +26,21 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from proxy import log_output, metrics
 from proxy.access_log import AccessLog, configure_logging
 from proxy.admin import start_admin
-from proxy.config import Config, ConfigError, iter_summary, load_config
+from proxy.config import (
+    Config,
+    ConfigError,
+    Limits,
+    iter_summary,
+    load_config,
+    session_limit_problems,
+)
 from proxy.metrics import RequestMetrics
 from proxy.proxy_connection import ProxyServer
 from proxy.proxy_state import ProxyState, codec_from_config
@@ -139,6 +147,8 @@ class Worker:
     def __init__(self, config: Config, config_file: str) -> None:
         self.config = config
         self.config_file = config_file
+        #: The limits the parsers were built with: a reload does not change them.
+        self.limits = config.limits
         limit = config.limits.max_header_bytes
         self.access_log = AccessLog(config.log_format)
         self.metrics = RequestMetrics()
@@ -152,6 +162,7 @@ class Worker:
             max_line_size=config.limits.max_line_bytes,
             max_field_size=limit,
             idle_timeout=config.limits.idle_timeout,
+            max_head_size=config.limits.max_request_head_bytes,
         )
         self.metrics.watch(self.proxy.load)
 
@@ -161,7 +172,7 @@ class Worker:
 
     def reload(self) -> None:
         try:
-            config = load_config(self.config_file)
+            config = load_within(self.config_file, (self.limits,))
         except ConfigError as exc:
             log.error(
                 "reload refused, keeping the running configuration: %s",
@@ -169,7 +180,7 @@ class Worker:
             )
             metrics.count_reload("refused")
             return
-        if config.listen != self.config.listen or config.limits != self.config.limits:
+        if config.listen != self.config.listen or config.limits != self.limits:
             log.warning("listen and limits changes take effect only after a restart")
         codec = codec_from_config(config)
         self.proxy.state = ProxyState.build(config, codec)
@@ -224,7 +235,9 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
     children: list[subprocess.Popen[Any]] = []
     # Signals are handled before the port listens (see _run_worker); a stop that comes while
     # the admin port binds means no worker is started at all.
-    stopping = _handle_supervisor_signals(children, config_file, state)
+    # The limits of every configuration a worker was started with: a reload must fit them all.
+    spawned_limits = {config.limits}
+    stopping = _handle_supervisor_signals(children, config_file, state, spawned_limits)
     metrics.set_key_ids(_key_ids(codec_from_config(config)))
     try:
         sock = _listen_socket(config)
@@ -253,7 +266,9 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
         if not stopping.is_set():
             # Synchronous: a signal's handler runs only after every worker is in the list.
             children.extend(_spawn_worker(command, env, sock) for _ in range(workers))
-        waiting = await _supervise(children, command, env, sock, stopping, state, config_file)
+        waiting = await _supervise(
+            children, command, env, sock, stopping, state, config_file, spawned_limits
+        )
     finally:
         # Whatever ended the supervision, no worker outlives its supervisor.
         for child in children:
@@ -273,7 +288,10 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
 
 
 def _handle_supervisor_signals(
-    children: list[subprocess.Popen[Any]], config_file: str, state: dict[str, Config]
+    children: list[subprocess.Popen[Any]],
+    config_file: str,
+    state: dict[str, Config],
+    spawned_limits: set[Limits],
 ) -> asyncio.Event:
     """Forward stop and reload signals to ``children``; the event is set on a stop."""
     loop = asyncio.get_running_loop()
@@ -281,7 +299,7 @@ def _handle_supervisor_signals(
 
     def reload() -> None:
         try:
-            config = load_config(config_file)
+            config = load_within(config_file, spawned_limits)
         except ConfigError as exc:
             log.error(
                 "reload refused, keeping the running configuration: %s", "; ".join(exc.errors)
@@ -325,6 +343,7 @@ async def _supervise(
     stopping: asyncio.Event,
     state: dict[str, Config],
     config_file: str,
+    spawned_limits: set[Limits],
 ) -> set[int]:
     """Restart workers that die and, on a stop, wait for them to finish; return the slots
     left empty because the file was invalid.
@@ -332,7 +351,9 @@ async def _supervise(
     A worker reads the configuration file when it starts. If the file no longer validates (a
     reload was refused, and the file left as it was), a new worker would only fail at once,
     and again every half second: the slot stays empty instead, with one log line, and gets
-    its worker as soon as the file validates again.
+    its worker as soon as the file validates again. A file whose sessions the running
+    workers' limits cannot carry is refused the same way: a new worker would serve sessions
+    the others refuse.
     """
     loop = asyncio.get_running_loop()
     config = state["config"]
@@ -347,7 +368,7 @@ async def _supervise(
                 log.error("worker %d exited with %s; restarting it", child.pid, code)
                 metrics.worker_exited(child.pid)  # its memory, CPU and fd series go with it
             try:
-                config = load_config(config_file)
+                config = load_within(config_file, spawned_limits)
             except ConfigError as exc:
                 if i not in waiting:
                     waiting.add(i)
@@ -364,6 +385,7 @@ async def _supervise(
                 # would disagree on secrets, so the live ones reload it too (as on SIGHUP).
                 log.warning("%s changed since it was loaded: reloading every worker", config_file)
                 _reload_workers(children, state, config)
+            spawned_limits.add(config.limits)
             children[i] = _spawn_worker(command, env, sock)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), 0.5)
@@ -371,6 +393,27 @@ async def _supervise(
     while any(c.poll() is None for c in children) and loop.time() < deadline:
         await asyncio.sleep(0.1)
     return waiting
+
+
+def load_within(config_file: str, running: Iterable[Limits]) -> Config:
+    """Load ``config_file`` for a reload: valid by itself, and with sessions that the limits
+    the running parsers were built with can carry (only a restart changes those; applying the
+    new cookie settings to the old parsers would refuse the sessions they allow).
+    Raises :class:`ConfigError`."""
+    config = load_config(config_file)
+    problems = [
+        problem
+        for limits in running
+        for problem in session_limit_problems(limits, config.cookie, config.session)
+    ]
+    if problems:
+        raise ConfigError(
+            [
+                f"{problem} (these are the running limits: change them and restart)"
+                for problem in dict.fromkeys(problems)
+            ]
+        )
+    return config
 
 
 def _key_ids(codec: SessionCodec) -> list[str]:

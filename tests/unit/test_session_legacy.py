@@ -19,11 +19,10 @@ from itsdangerous import URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
 from markupsafe import Markup
 
-from proxy.config_migrate import MigrateConfig
+from proxy.config_migrate import MAX_LEGACY_COOKIE_BYTES, MigrateConfig
 from proxy.config_secrets import Secret
 from proxy.session_codec import SessionState
 from proxy.session_legacy import (
-    MAX_LEGACY_COOKIE_BYTES,
     LegacyReader,
     LegacyTagError,
     split_legacy_cookies,
