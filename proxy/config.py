@@ -93,6 +93,8 @@ class Limits:
     #: The whole request head, request line and fields, as it arrives; the default is
     #: :func:`default_request_head_bytes` of the cookie (and migrate) settings.
     max_request_head_bytes: int = 81_792
+    #: Client connections one worker serves at once; 0 = derived from RLIMIT_NOFILE at start.
+    max_connections: int = 0
 
 
 def full_session_bytes(cookie: CookiePolicy) -> int:
@@ -186,6 +188,7 @@ def _parse_limits(raw: Any, errors: list[str], head_bytes: int) -> Limits:
         max_line_bytes=s.int_("max_line_bytes", d.max_line_bytes, 1024, 1 << 20),
         idle_timeout=s.number("idle_timeout", d.idle_timeout, 0, 86400),
         max_request_head_bytes=s.int_("max_request_head_bytes", head_bytes, 8192, 16 << 20),
+        max_connections=s.int_("max_connections", d.max_connections, 0, 1 << 24),
     )
     s.check_unknown()
     return limits
@@ -323,9 +326,14 @@ def iter_summary(config: Config) -> Iterator[str]:
         session = "" if up.forward_session else ", no session"
         yield f"upstream      {up.name}: {route} -> {up.url} (timeout {up.timeout:g}s{session})"
     limits = config.limits
+    connections = (
+        f"{limits.max_connections} connections a worker"
+        if limits.max_connections
+        else "connections a worker from RLIMIT_NOFILE ((limit - 64) / 2)"
+    )
     yield (
         f"limits        head {limits.max_request_head_bytes} B, field "
-        f"{limits.max_header_bytes} B, idle {limits.idle_timeout:g}s"
+        f"{limits.max_header_bytes} B, {connections}, idle {limits.idle_timeout:g}s"
     )
     m = config.migrate
     if m is not None:

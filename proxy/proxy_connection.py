@@ -23,7 +23,7 @@ import asyncio
 import logging
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 
 from aiohttp.base_protocol import BaseProtocol
@@ -67,6 +67,7 @@ class ProxyServer:
         max_field_size: int,
         idle_timeout: float = 75.0,
         max_head_size: int = 81_792,
+        max_connections: int = 1 << 20,
     ) -> None:
         self.state = state
         self.idle_timeout = idle_timeout
@@ -75,7 +76,13 @@ class ProxyServer:
         self.max_line_size = max_line_size
         self.max_field_size = max_field_size
         self.max_head_size = max_head_size
+        self.max_connections = max_connections
         self.connections: set[ProxyConnection] = set()
+        #: Connections with no request in flight, each in the order it got there: idle
+        #: keep-alive ones (a response ended), and new ones whose first head has not ended.
+        #: At the cap, the oldest idle one, else the oldest new one, is closed for a newcomer.
+        self.idle: OrderedDict[ProxyConnection, None] = OrderedDict()
+        self.heads: OrderedDict[ProxyConnection, None] = OrderedDict()
         self.closing = False
         self._sweeping: asyncio.TimerHandle | None = None
 
@@ -88,6 +95,27 @@ class ProxyServer:
         if self._sweeping is None:
             self._sweep()
         return ProxyConnection(self)
+
+    def admit(self) -> bool:
+        """Make room for a new connection: at max_connections, close the oldest one with no
+        request in flight. False when every connection has one."""
+        if len(self.connections) < self.max_connections:
+            return True
+        idle, heads = self.idle, self.heads
+        while idle:
+            victim = idle.popitem(last=False)[0]
+            if victim.head_begun:  # its next head has begun since: it is one of the heads now
+                victim.listed_in(heads)
+                continue
+            break
+        else:
+            if not heads:
+                return False
+            victim = heads.popitem(last=False)[0]
+        victim.listed = None
+        self.connections.discard(victim)
+        victim.close()
+        return True
 
     def _sweep(self) -> None:
         """Every SWEEP_SECONDS: answer 504 for each upstream response head that is overdue."""
@@ -143,6 +171,8 @@ class ProxyConnection(BaseProtocol):
         self._head_bytes = 0
         self._max_head_size = server.max_head_size
         self._body: StreamReader | None = None
+        #: The server's ``idle`` or ``heads`` while this connection is in it.
+        self.listed: OrderedDict[ProxyConnection, None] | None = None
         #: Loop time since when the connection has had no request in flight.
         self._idle_since = self._loop.time()
         self._peer = ""
@@ -153,16 +183,36 @@ class ProxyConnection(BaseProtocol):
         """A request is in flight: its head was read and its response has not ended."""
         return self._current is not None
 
+    @property
+    def head_begun(self) -> bool:
+        """Bytes of a request head that has not ended have been read."""
+        return self._head_bytes > 0
+
+    def listed_in(self, bucket: OrderedDict[ProxyConnection, None] | None) -> None:
+        """Move this connection to the end of ``bucket`` (the server's idle or heads), or off."""
+        if self.listed is not None:
+            self.listed.pop(self, None)
+        if bucket is not None:
+            bucket[self] = None
+        self.listed = bucket
+
     # --- the client side of the wire ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.server.connections.add(self)
+        server = self.server
+        admitted = server.admit()
+        server.connections.add(self)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             host = str(peer[0])
             # An IPv4 client of a dual-stack [::] socket shows as ::ffff:a.b.c.d; log it as IPv4.
             self._peer = host[7:] if host.startswith("::ffff:") and "." in host else host
+        if admitted:
+            self.listed_in(server.heads)
+        else:
+            # RFC 9110 section 15.6.4: every connection of this worker is serving a request.
+            self._answer_and_close(503, "too_many_connections", (("Retry-After", "1"),))
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
@@ -223,6 +273,7 @@ class ProxyConnection(BaseProtocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
         self.server.connections.discard(self)
+        self.listed_in(None)
         tunnel, self._tunnel = self._tunnel, None
         if tunnel is not None:
             tunnel.close()
@@ -368,11 +419,13 @@ class ProxyConnection(BaseProtocol):
         elif self._client_eof or self.server.closing:
             self.close()
 
-    def _answer_and_close(self, status: int, error: str) -> None:
-        """Answer before any request could be read (a refused head), then close, dropping
-        what still comes for a while."""
+    def _answer_and_close(
+        self, status: int, error: str, extra: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """Answer before any request could be read (a refused head, a connection over the
+        cap), then close, dropping what still comes for a while."""
         request_id = os.urandom(16).hex()
-        self.write(json_head(status, {"error": error}, request_id, keep_alive=False))
+        self.write(json_head(status, {"error": error}, request_id, False, extra))
         # Logged and counted like any request; nothing of it was readable but its fate.
         record = RequestRecord(request_id, self._peer, "-", "-", status, started=time.time())
         self._report_record(record)
@@ -421,6 +474,10 @@ class ProxyConnection(BaseProtocol):
         )
         self._current = ex
         self._idle_since = 0.0
+        listed = self.listed
+        if listed is not None:
+            del listed[self]
+            self.listed = None
         if message.method == "CONNECT":
             # Never a forward proxy: CONNECT would open a tunnel to a host the config doesn't name.
             self.reply(ex, 405, {"error": "method_not_allowed"})
@@ -515,7 +572,10 @@ class ProxyConnection(BaseProtocol):
         self._idle_since = self._loop.time()
         if not ex.keep_alive:
             self.close(linger=ex.body_unread)
-        elif self._queue or self._parse_error is not None:
+            return
+        self.listed = idle = self.server.idle
+        idle[self] = None
+        if self._queue or self._parse_error is not None:
             # Not from inside the upstream's data_received: the next request may take the
             # very connection that is still delivering this one.
             self._loop.call_soon(self._next)

@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -61,6 +62,9 @@ ALLOW_PY_PARSER_ENV = "SESSION_SIDECAR_ALLOW_PY_PARSER"
 #: Signals a worker handles. It starts with them blocked (see ``_spawn_worker``) and unblocks
 #: them once its handlers are in place, so one that arrives while it boots is not fatal.
 _WORKER_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+#: File descriptors a worker keeps beside its client connections: the listening and admin
+#: sockets, the event loop's own, log and metrics files, and what libraries open.
+RESERVED_FDS = 64
 
 
 def serve(config: Config, config_file: str) -> int:
@@ -74,9 +78,21 @@ def serve(config: Config, config_file: str) -> int:
         )
         return 1
     _install_uvloop()
+    fd_limit = raise_fd_limit()  # workers inherit it
     if os.environ.get(WORKER_ENV) != "1":  # once, not once per worker
         for warning in config.warnings:
             log.warning("configuration: %s", warning)
+        wanted = config.limits.max_connections
+        if wanted and 2 * wanted + RESERVED_FDS > fd_limit:
+            log.warning(
+                "limits.max_connections %d can need %d file descriptors, more than the %d "
+                "RLIMIT_NOFILE allows; past about %d connections a worker, new clients may be "
+                "refused by the kernel",
+                wanted,
+                2 * wanted + RESERVED_FDS,
+                fd_limit,
+                default_max_connections(fd_limit),
+            )
     workers = config.workers or os.cpu_count() or 1
     if os.environ.get(WORKER_ENV) == "1":
         _stop_with_supervisor()
@@ -105,6 +121,25 @@ def _c_parser_available() -> bool:
     from aiohttp import http_parser
 
     return http_parser.HttpRequestParser.__module__ != "aiohttp.http_parser"
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one, as nginx's ``worker_rlimit_nofile`` and
+    Go's runtime do, and return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:  # a hard limit of "unlimited" that the kernel caps
+            log.warning("cannot raise RLIMIT_NOFILE from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
+def default_max_connections(fd_limit: int) -> int:
+    """The default limits.max_connections: each client connection may hold an upstream
+    connection too, so half of what RESERVED_FDS leaves of the fd limit."""
+    return max(1, (fd_limit - RESERVED_FDS) // 2)
 
 
 def _install_uvloop() -> None:
@@ -150,6 +185,9 @@ class Worker:
         #: The limits the parsers were built with: a reload does not change them.
         self.limits = config.limits
         limit = config.limits.max_header_bytes
+        max_connections = config.limits.max_connections or default_max_connections(
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        )
         self.access_log = AccessLog(config.log_format)
         self.metrics = RequestMetrics()
         self.pool = UpstreamPool(max_line_size=limit, max_field_size=limit, max_head_size=limit)
@@ -163,6 +201,7 @@ class Worker:
             max_field_size=limit,
             idle_timeout=config.limits.idle_timeout,
             max_head_size=config.limits.max_request_head_bytes,
+            max_connections=max_connections,
         )
         self.metrics.watch(self.proxy.load)
 
@@ -212,7 +251,12 @@ async def _run_worker(config: Config, config_file: str, with_admin: bool) -> int
         return 1
     listener = await loop.create_server(worker.proxy, sock=sock, backlog=2048)
     admin = await start_admin(lambda: worker.config) if with_admin else None
-    log.info("listening on %s (pid %d)", config.listen, os.getpid())
+    log.info(
+        "listening on %s (pid %d); up to %d client connections",
+        config.listen,
+        os.getpid(),
+        worker.proxy.max_connections,
+    )
     for line in iter_summary(config):  # shapes and counts only, never a secret
         log.debug("configuration: %s", line)
     await stop.wait()

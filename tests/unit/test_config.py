@@ -597,9 +597,24 @@ def test_request_head_limit_out_of_range_is_reported() -> None:
     ]
 
 
+def test_max_connections_defaults_to_0_derived_from_the_fd_limit_at_start() -> None:
+    assert parse(MINIMAL).limits.max_connections == 0
+    assert parse(MINIMAL + "limits:\n  max_connections: 50\n").limits.max_connections == 50
+
+
+@pytest.mark.parametrize("value", ["-1", "yes", "1.5"])
+def test_max_connections_that_is_not_a_count_is_reported(value: str) -> None:
+    errors = errors_of(MINIMAL + f"limits:\n  max_connections: {value}\n")
+    assert len(errors) == 1
+    assert errors[0].startswith("limits.max_connections: ")
+
+
 def test_summary_shows_the_limits_in_force() -> None:
-    summary = "\n".join(iter_summary(parse(MINIMAL)))
-    assert "limits        head 81792 B, field 131072 B, idle 75s" in summary
+    summary = "\n".join(iter_summary(parse(MINIMAL + "limits:\n  max_connections: 50\n")))
+    assert "head 81792 B" in summary
+    assert "50 connections a worker" in summary
+    default = "\n".join(iter_summary(parse(MINIMAL)))
+    assert "connections a worker from RLIMIT_NOFILE" in default
 
 
 def test_trusted_proxy_that_is_not_a_cidr_is_reported() -> None:
