@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from proxy.config_cookie import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, CookiePolicy, SameSite, parse_cookie
-from proxy.config_migrate import MigrateConfig, parse_migrate
+from proxy.config_migrate import MAX_LEGACY_COOKIE_BYTES, MigrateConfig, parse_migrate
 from proxy.config_reader import (
     ConfigError,
     Section,
@@ -53,10 +53,12 @@ __all__ = [
     "SessionPolicy",
     "Upstream",
     "config_path",
+    "default_request_head_bytes",
     "iter_summary",
     "load_config",
     "parse_config",
     "parse_duration",
+    "session_limit_problems",
 ]
 
 DEFAULT_CONFIG_PATH = "config/proxy.yaml"
@@ -74,6 +76,13 @@ class ListenAddress:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+#: Room in a request head beside the session's cookies: the request line and every other field
+#: (nginx's large_client_header_buffers hold 4 x 8 KiB for a whole head).
+HEAD_ROOM_BYTES = 32 * 1024
+#: The least room a configured limits.max_request_head_bytes must leave beside a full session.
+MIN_HEAD_ROOM_BYTES = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_header_bytes: int = 131_072
@@ -85,6 +94,51 @@ class Limits:
     #: client_body_timeout); time the proxy is not reading, held back by the upstream, is
     #: not counted. Past it: 408, or a reset once the response has begun.
     body_timeout: float = 60.0
+    #: The whole request head, request line and fields, as it arrives; the default is
+    #: :func:`default_request_head_bytes` of the cookie (and migrate) settings.
+    max_request_head_bytes: int = 81_792
+    #: Client connections one worker serves at once; 0 = derived from RLIMIT_NOFILE at start.
+    max_connections: int = 0
+
+
+def full_session_bytes(cookie: CookiePolicy) -> int:
+    """What a full session takes in a ``Cookie`` header: every chunk, with names and "; "."""
+    return cookie.chunk_size * cookie.max_chunks + 1024
+
+
+def default_request_head_bytes(cookie: CookiePolicy, migrate: MigrateConfig | None) -> int:
+    """A full session, the largest legacy cookies ``migrate`` reads, and HEAD_ROOM_BYTES."""
+    legacy = MAX_LEGACY_COOKIE_BYTES * len(migrate.legacy_names()) if migrate else 0
+    return full_session_bytes(cookie) + legacy + HEAD_ROOM_BYTES
+
+
+def session_limit_problems(
+    limits: Limits, cookie: CookiePolicy, session: SessionPolicy
+) -> list[str]:
+    """Where ``limits`` cannot carry the sessions that ``cookie`` and ``session`` allow."""
+    problems = []
+    need = full_session_bytes(cookie)
+    shape = f"a full session of {cookie.max_chunks} chunks of {cookie.chunk_size} bytes"
+    if limits.max_header_bytes < need:
+        problems.append(
+            f"limits.max_header_bytes: {limits.max_header_bytes} cannot carry {shape}; "
+            f"raise it to at least {need}"
+        )
+    if limits.max_request_head_bytes < need + MIN_HEAD_ROOM_BYTES:
+        problems.append(
+            f"limits.max_request_head_bytes: {limits.max_request_head_bytes} cannot carry "
+            f"{shape} with a request line; raise it to at least {need + MIN_HEAD_ROOM_BYTES}"
+        )
+    if session.max_json_bytes > limits.max_header_bytes:
+        # The proxy's own parsers refuse a field longer than max_header_bytes (name and value
+        # together), so a larger session could never come back as X-Set-Session.
+        problems.append(
+            f"session.max_json_bytes: {session.max_json_bytes} is more than "
+            f"limits.max_header_bytes ({limits.max_header_bytes}), so a session that large "
+            "could never pass the proxy's own header limit; lower it or raise "
+            "limits.max_header_bytes"
+        )
+    return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +184,7 @@ def _parse_listen(section: Section, name: str, default: str | None) -> ListenAdd
     return ListenAddress(host, port)
 
 
-def _parse_limits(raw: Any, errors: list[str]) -> Limits:
+def _parse_limits(raw: Any, errors: list[str], head_bytes: int) -> Limits:
     s = Section(raw, "limits", errors)
     d = Limits()
     limits = Limits(
@@ -138,6 +192,8 @@ def _parse_limits(raw: Any, errors: list[str]) -> Limits:
         max_line_bytes=s.int_("max_line_bytes", d.max_line_bytes, 1024, 1 << 20),
         idle_timeout=s.number("idle_timeout", d.idle_timeout, 0, 86400),
         body_timeout=s.number("body_timeout", d.body_timeout, 0, 86400),
+        max_request_head_bytes=s.int_("max_request_head_bytes", head_bytes, 8192, 16 << 20),
+        max_connections=s.int_("max_connections", d.max_connections, 0, 1 << 24),
     )
     s.check_unknown()
     return limits
@@ -206,22 +262,8 @@ def parse_config(
     upstreams = parse_upstreams(top.get("upstreams"), errors)
     migrate = parse_migrate(top.get("migrate"), cookie, env, base_dir, errors, warnings)
     readiness = parse_readiness(top.get("readiness"), upstreams, errors)
-    limits = _parse_limits(top.get("limits"), errors)
-    if limits.max_header_bytes < cookie.chunk_size * cookie.max_chunks + 1024:
-        errors.append(
-            f"limits.max_header_bytes: {limits.max_header_bytes} cannot carry a full session of "
-            f"{cookie.max_chunks} chunks of {cookie.chunk_size} bytes; raise it to at least "
-            f"{cookie.chunk_size * cookie.max_chunks + 1024}"
-        )
-    if session.max_json_bytes > limits.max_header_bytes:
-        # The proxy's own parsers refuse a field longer than max_header_bytes (name and value
-        # together), so a larger session could never come back as X-Set-Session.
-        errors.append(
-            f"session.max_json_bytes: {session.max_json_bytes} is more than "
-            f"limits.max_header_bytes ({limits.max_header_bytes}), so a session that large "
-            "could never pass the proxy's own header limit; lower it or raise "
-            "limits.max_header_bytes"
-        )
+    limits = _parse_limits(top.get("limits"), errors, default_request_head_bytes(cookie, migrate))
+    errors.extend(session_limit_problems(limits, cookie, session))
     trusted = _parse_trusted(top.get("trusted_proxies"), errors)
     shutdown_timeout = top.number("shutdown_timeout", 30.0, 0, 3600)
     log_format = top.choice("log_format", "text", ("json", "text"))
@@ -288,6 +330,16 @@ def iter_summary(config: Config) -> Iterator[str]:
         route = f"{host}{up.path_prefix}"
         session = "" if up.forward_session else ", no session"
         yield f"upstream      {up.name}: {route} -> {up.url} (timeout {up.timeout:g}s{session})"
+    limits = config.limits
+    connections = (
+        f"{limits.max_connections} connections a worker"
+        if limits.max_connections
+        else "connections a worker from RLIMIT_NOFILE ((limit - 64) / 2)"
+    )
+    yield (
+        f"limits        head {limits.max_request_head_bytes} B, field "
+        f"{limits.max_header_bytes} B, {connections}, idle {limits.idle_timeout:g}s"
+    )
     m = config.migrate
     if m is not None:
         names = m.cookie_name if m.format == "flask" else f"{m.cookie_name}:0..{m.cookie_name}:9"

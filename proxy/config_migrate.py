@@ -20,6 +20,11 @@ from proxy.config_secrets import Secret, parse_secret_list
 MigrateFormat = Literal["flask", "flask-chunked"]
 Digest = Literal["sha1", "sha256", "sha512"]
 
+#: RFC 6265 section 6.1: a browser stores at least 4096 bytes per cookie, and the ones in use
+#: store no more. A legacy cookie value longer than that (counted in characters, which for the
+#: ASCII of a signed value are bytes) was never written by a browser's Flask app, so it is
+#: refused before any decoding.
+MAX_LEGACY_COOKIE_BYTES = 4096
 #: The snippet splits the signed string over at most ten cookies, ``<name>:0`` to ``<name>:9``.
 FLASK_CHUNKED_COUNT = 10
 #: Flask's default PERMANENT_SESSION_LIFETIME: 31 days.

@@ -22,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_parser import HttpRequestParser, RawRequestMessage
-from aiohttp.streams import StreamReader
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 from proxy.http_headers import new_request_id
 from proxy.proxy_exchange import Exchange
@@ -43,14 +43,19 @@ log = logging.getLogger("session_sidecar.proxy")
 
 #: How often overdue upstream responses are looked for: the precision of upstream timeouts.
 SWEEP_SECONDS = 0.1
-#: How long the rest of an answered request is read and dropped before the socket closes.
+#: How long, and how much of, the rest of an answered request is read and dropped before the
+#: socket closes.
 LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
 #: Requests a client may pipeline before the proxy stops reading from it.
 MAX_PIPELINED = 16
 #: Bytes a client may send ahead of the request in flight (pipelined requests) before the
 #: proxy stops reading from it until it has caught up.
 MAX_READ_AHEAD = 2**16
 _READ_LIMIT = 2**16
+#: A read this small that ends a head is not searched for the start of the next one: a head is
+#: measured to within these many bytes (see ProxyConnection.data_received).
+_UNCOUNTED_READ = 4096
 
 
 class ProxyServer:
@@ -65,6 +70,8 @@ class ProxyServer:
         max_field_size: int,
         idle_timeout: float = 75.0,
         body_timeout: float = 60.0,
+        max_head_size: int = 81_792,
+        max_connections: int = 1 << 20,
     ) -> None:
         self.state = state
         self.idle_timeout = idle_timeout
@@ -73,7 +80,14 @@ class ProxyServer:
         self.observer = observer
         self.max_line_size = max_line_size
         self.max_field_size = max_field_size
+        self.max_head_size = max_head_size
+        self.max_connections = max_connections
         self.connections: set[ProxyConnection] = set()
+        #: Connections with no request in flight, each in the order it got there: idle
+        #: keep-alive ones (a response ended), and new ones whose first head has not ended.
+        #: At the cap, the oldest idle one, else the oldest new one, is closed for a newcomer.
+        self.idle: OrderedDict[ProxyConnection, None] = OrderedDict()
+        self.heads: OrderedDict[ProxyConnection, None] = OrderedDict()
         self.closing = False
         #: Made inside the worker's loop; kept, since get_running_loop() costs a syscall.
         self.loop = asyncio.get_running_loop()
@@ -88,6 +102,27 @@ class ProxyServer:
         if self._sweeping is None:
             self._sweep()
         return ProxyConnection(self)
+
+    def admit(self) -> bool:
+        """Make room for a new connection: at max_connections, close the oldest one with no
+        request in flight. False when every connection has one."""
+        if len(self.connections) < self.max_connections:
+            return True
+        idle, heads = self.idle, self.heads
+        while idle:
+            victim = idle.popitem(last=False)[0]
+            if victim.head_begun:  # its next head has begun since: it is one of the heads now
+                victim.listed_in(heads)
+                continue
+            break
+        else:
+            if not heads:
+                return False
+            victim = heads.popitem(last=False)[0]
+        victim.listed = None
+        self.connections.discard(victim)
+        victim.close()
+        return True
 
     def _sweep(self) -> None:
         """Every SWEEP_SECONDS: answer 504 for each upstream response head that is overdue."""
@@ -142,6 +177,14 @@ class ProxyConnection(BaseProtocol):
         self._tunnel: UpstreamConnection | None = None
         self._client_eof = False
         self._lingering = False
+        self._lingered = 0
+        #: Bytes of the request head being read (see data_received), and the request body
+        #: being read, if any.
+        self._head_bytes = 0
+        self._max_head_size = server.max_head_size
+        self._body: StreamReader | None = None
+        #: The server's ``idle`` or ``heads`` while this connection is in it.
+        self.listed: OrderedDict[ProxyConnection, None] | None = None
         #: Loop time since when the connection has had no request in flight.
         self._idle_since = self._loop.time()
         self._peer = ""
@@ -160,20 +203,44 @@ class ProxyConnection(BaseProtocol):
         """A request is in flight: its head was read and its response has not ended."""
         return self._current is not None
 
+    @property
+    def head_begun(self) -> bool:
+        """Bytes of a request head that has not ended have been read."""
+        return self._head_bytes > 0
+
+    def listed_in(self, bucket: OrderedDict[ProxyConnection, None] | None) -> None:
+        """Move this connection to the end of ``bucket`` (the server's idle or heads), or off."""
+        if self.listed is not None:
+            self.listed.pop(self, None)
+        if bucket is not None:
+            bucket[self] = None
+        self.listed = bucket
+
     # --- the client side of the wire ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.server.connections.add(self)
+        server = self.server
+        admitted = server.admit()
+        server.connections.add(self)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             host = str(peer[0])
             # An IPv4 client of a dual-stack [::] socket shows as ::ffff:a.b.c.d; log it as IPv4.
             self._peer = host[7:] if host.startswith("::ffff:") and "." in host else host
+        if admitted:
+            self.listed_in(server.heads)
+        else:
+            # RFC 9110 section 15.6.4: every connection of this worker is serving a request.
+            self._answer_and_close(503, "too_many_connections", (("Retry-After", "1"),))
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
-            return  # the rest of a request already answered: read and dropped
+            # The rest of a request already answered: read and dropped, up to a point.
+            self._lingered += len(data)
+            if self._lingered > LINGER_BYTES and self.transport is not None:
+                self.transport.close()
+            return
         if self._tunnel is not None:
             self._tunnel.write(data)
             return
@@ -189,6 +256,11 @@ class ProxyConnection(BaseProtocol):
 
     def _parse(self, data: bytes) -> bool:
         """Feed the parser and queue what it parsed; False if it refused the request."""
+        # The head being read is counted as it comes, to refuse it once past max_head_size:
+        # every read while no body is being read, and what may begin a head after one that
+        # ended (see _measure_heads). A small GET ending in its read costs the one test below.
+        body = self._body
+        body_before = 0 if body is None else body.total_bytes
         try:
             messages, upgraded, tail = self._request_parser.feed_data(data)
         except HttpProcessingError as exc:
@@ -196,6 +268,22 @@ class ProxyConnection(BaseProtocol):
             return False
         if messages:
             self._queue.extend(messages)
+            if (
+                body is not None
+                or self._head_bytes
+                or len(data) > _UNCOUNTED_READ
+                or messages[-1][1] is not EMPTY_PAYLOAD
+            ):
+                self._measure_heads(data, messages)
+        elif body is None:
+            self._head_bytes += len(data)
+            if self._head_bytes > self._max_head_size:
+                self._refuse_head()
+        elif body.is_eof():  # the body ended in this read; what follows it begins a head
+            self._body = None
+            self._head_bytes = _tail_size(data, body.total_bytes - body_before)
+            if self._head_bytes > self._max_head_size:
+                self._refuse_head()
         if upgraded:
             self._upgrade_buffer = [tail] if tail else []
         if len(self._queue) >= MAX_PIPELINED or self._ahead > MAX_READ_AHEAD:
@@ -211,6 +299,7 @@ class ProxyConnection(BaseProtocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
         self.server.connections.discard(self)
+        self.listed_in(None)
         tunnel, self._tunnel = self._tunnel, None
         if tunnel is not None:
             tunnel.close()
@@ -303,10 +392,51 @@ class ProxyConnection(BaseProtocol):
         else:
             self._parse_error = (400, "bad_request")
         log.info("refused an unparsable request from %s: %s", self._peer, type(exc).__name__)
+        self._stop_reading()
+
+    def _refuse_head(self) -> None:
+        """RFC 6585 section 5: the whole head is over limits.max_request_head_bytes. Nothing
+        more of it is parsed; what still comes is dropped (a bounded linger) once answered."""
+        self._parse_error = (431, "request_header_too_large")
+        log.info(
+            "refused a request head over max_request_head_bytes (%d) from %s",
+            self._max_head_size,
+            self._peer,
+        )
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        self._lingering = True  # whatever still comes is dropped, never parsed
         if self.transport is not None:
             self.transport.pause_reading()
         if self._current is None:
             self._next()
+
+    def _measure_heads(
+        self, data: bytes, messages: list[tuple[RawRequestMessage, StreamReader]]
+    ) -> None:
+        """After a read that ended ``messages``' heads (queued): refuse the first head over the
+        cap, measured by what was parsed of it (it may have begun in an earlier read), and
+        count what follows the last one as the next head, unless its body is being read."""
+        if self._head_bytes + len(data) > self._max_head_size:
+            for i, (message, _) in enumerate(messages):
+                if _head_size(message) > self._max_head_size:
+                    for _ in messages[i:]:
+                        self._queue.pop()
+                    self._refuse_head()
+                    return
+        payload = messages[-1][1]
+        if payload is EMPTY_PAYLOAD:
+            self._body = None
+            self._head_bytes = _tail_size(data, 0) if len(data) > _UNCOUNTED_READ else 0
+        elif payload.is_eof():
+            self._body = None
+            self._head_bytes = _tail_size(data, payload.total_bytes)
+        else:
+            self._body = payload
+            self._head_bytes = 0
+        if self._head_bytes > self._max_head_size:
+            self._refuse_head()
 
     # --- request by request -----------------------------------------------------------------
 
@@ -326,14 +456,7 @@ class ProxyConnection(BaseProtocol):
         if self._parse_error is not None:
             status, error = self._parse_error
             self._parse_error = None
-            request_id = new_request_id()
-            answer, size = json_answer(status, {"error": error}, request_id, keep_alive=False)
-            self.write(answer)
-            # Logged and counted like any request; nothing of it was readable but its fate.
-            record = RequestRecord(request_id, self._peer, "-", "-", status, started=time.time())
-            record.bytes_out = size
-            self._report_record(record)
-            self.close()
+            self._answer_and_close(status, error)
         elif self._client_eof or self.server.closing:
             self.close()
 
@@ -358,6 +481,20 @@ class ProxyConnection(BaseProtocol):
         if len(self._queue) < MAX_PIPELINED:
             self._resume_reading_for_buffer()
         return len(self._queue) > queued
+
+    def _answer_and_close(
+        self, status: int, error: str, extra: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """Answer before any request could be read (a refused head, a connection over the
+        cap), then close, dropping what still comes for a while."""
+        request_id = new_request_id()
+        answer, size = json_answer(status, {"error": error}, request_id, False, extra)
+        self.write(answer)
+        # Logged and counted like any request; nothing of it was readable but its fate.
+        record = RequestRecord(request_id, self._peer, "-", "-", status, started=time.time())
+        record.bytes_out = size
+        self._report_record(record)
+        self.close(linger=True)
 
     def close(self, linger: bool = False) -> None:
         transport = self.transport
@@ -402,6 +539,10 @@ class ProxyConnection(BaseProtocol):
         )
         self._current = ex
         self._idle_since = 0.0
+        listed = self.listed
+        if listed is not None:
+            del listed[self]
+            self.listed = None
         if message.method == "CONNECT":
             # Never a forward proxy: CONNECT would open a tunnel to a host the config doesn't name.
             self.reply(ex, 405, {"error": "method_not_allowed"})
@@ -548,7 +689,10 @@ class ProxyConnection(BaseProtocol):
         if not ex.keep_alive:
             self._queue.clear()  # pipelined requests behind it die with the connection
             self.close(linger=ex.body_unread)
-        elif self._queue or self._parse_error is not None or self._buffer_paused:
+            return
+        self.listed = idle = self.server.idle
+        idle[self] = None
+        if self._queue or self._parse_error is not None or self._buffer_paused:
             # Not from inside the upstream's data_received: the next request may take the
             # very connection that is still delivering this one. Reading held back (the
             # client ahead, maybe mid-head) goes on from there too.
@@ -577,6 +721,21 @@ class ProxyConnection(BaseProtocol):
             self.server.observer(record)
         except Exception:  # an observer must never break a connection
             log.exception("request observer failed")
+
+
+def _tail_size(data: bytes, body_bytes: int) -> int:
+    """How many bytes at the end of ``data``, a read in which a head or a body ended, may
+    belong to a head that has not: those after its last empty line (a head has none before
+    it ends), and no more than what ``body_bytes`` of body leave over."""
+    return max(0, min(len(data) - data.rfind(b"\r\n\r\n") - 4, len(data) - body_bytes))
+
+
+def _head_size(message: RawRequestMessage) -> int:
+    """The size of a parsed request head, spaces around field values aside."""
+    size = len(message.method) + len(message.path) + 13  # " ", " HTTP/1.1\r\n"
+    for name, value in message.raw_headers:
+        size += len(name) + len(value) + 4  # ": ", "\r\n"
+    return size + 2
 
 
 def _joined(values: Iterable[str]) -> str | None:

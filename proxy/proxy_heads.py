@@ -229,5 +229,6 @@ _REASONS = {
     426: "Upgrade Required",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
+    503: "Service Unavailable",
     504: "Gateway Timeout",
 }

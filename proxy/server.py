@@ -21,18 +21,27 @@ import contextlib
 import ctypes
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from proxy import log_output, metrics
 from proxy.access_log import AccessLog, configure_logging
 from proxy.admin import start_admin
-from proxy.config import Config, ConfigError, iter_summary, load_config
+from proxy.config import (
+    Config,
+    ConfigError,
+    Limits,
+    iter_summary,
+    load_config,
+    session_limit_problems,
+)
 from proxy.config_secrets import development_secret_warning
 from proxy.metrics import RequestMetrics
 from proxy.proxy_connection import ProxyServer
@@ -54,6 +63,9 @@ ALLOW_PY_PARSER_ENV = "SESSION_SIDECAR_ALLOW_PY_PARSER"
 #: Signals a worker handles. It starts with them blocked (see ``_spawn_worker``) and unblocks
 #: them once its handlers are in place, so one that arrives while it boots is not fatal.
 _WORKER_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+#: File descriptors a worker keeps beside its client connections: the listening and admin
+#: sockets, the event loop's own, log and metrics files, and what libraries open.
+RESERVED_FDS = 64
 
 
 def serve(config: Config, config_file: str) -> int:
@@ -67,12 +79,24 @@ def serve(config: Config, config_file: str) -> int:
         )
         return 1
     _install_uvloop()
+    fd_limit = raise_fd_limit()  # workers inherit it
     if os.environ.get(WORKER_ENV) != "1":  # once, not once per worker
         for warning in config.warnings:
             log.warning("configuration: %s", warning)
         loud = development_secret_warning(config.secrets)
         if loud:
             log.warning("%s", loud)
+        wanted = config.limits.max_connections
+        if wanted and 2 * wanted + RESERVED_FDS > fd_limit:
+            log.warning(
+                "limits.max_connections %d can need %d file descriptors, more than the %d "
+                "RLIMIT_NOFILE allows; past about %d connections a worker, new clients may be "
+                "refused by the kernel",
+                wanted,
+                2 * wanted + RESERVED_FDS,
+                fd_limit,
+                default_max_connections(fd_limit),
+            )
     workers = config.workers or os.cpu_count() or 1
     if os.environ.get(WORKER_ENV) == "1":
         _stop_with_supervisor()
@@ -101,6 +125,25 @@ def _c_parser_available() -> bool:
     from aiohttp import http_parser
 
     return http_parser.HttpRequestParser.__module__ != "aiohttp.http_parser"
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one, as nginx's ``worker_rlimit_nofile`` and
+    Go's runtime do, and return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:  # a hard limit of "unlimited" that the kernel caps
+            log.warning("cannot raise RLIMIT_NOFILE from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
+def default_max_connections(fd_limit: int) -> int:
+    """The default limits.max_connections: each client connection may hold an upstream
+    connection too, so half of what RESERVED_FDS leaves of the fd limit."""
+    return max(1, (fd_limit - RESERVED_FDS) // 2)
 
 
 def _install_uvloop() -> None:
@@ -143,7 +186,12 @@ class Worker:
     def __init__(self, config: Config, config_file: str) -> None:
         self.config = config
         self.config_file = config_file
+        #: The limits the parsers were built with: a reload does not change them.
+        self.limits = config.limits
         limit = config.limits.max_header_bytes
+        max_connections = config.limits.max_connections or default_max_connections(
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        )
         self.access_log = AccessLog(config.log_format)
         self.metrics = RequestMetrics()
         self.pool = UpstreamPool(max_line_size=limit, max_field_size=limit, max_head_size=limit)
@@ -157,6 +205,8 @@ class Worker:
             max_field_size=limit,
             idle_timeout=config.limits.idle_timeout,
             body_timeout=config.limits.body_timeout,
+            max_head_size=config.limits.max_request_head_bytes,
+            max_connections=max_connections,
         )
         self.metrics.watch(self.proxy.load)
 
@@ -166,7 +216,7 @@ class Worker:
 
     def reload(self) -> None:
         try:
-            config = load_config(self.config_file)
+            config = load_within(self.config_file, (self.limits,))
         except ConfigError as exc:
             log.error(
                 "reload refused, keeping the running configuration: %s",
@@ -174,7 +224,7 @@ class Worker:
             )
             metrics.count_reload("refused")
             return
-        if config.listen != self.config.listen or config.limits != self.config.limits:
+        if config.listen != self.config.listen or config.limits != self.limits:
             log.warning("listen and limits changes take effect only after a restart")
         codec = codec_from_config(config)
         self.proxy.state = ProxyState.build(config, codec)
@@ -206,7 +256,12 @@ async def _run_worker(config: Config, config_file: str, with_admin: bool) -> int
         return 1
     listener = await loop.create_server(worker.proxy, sock=sock, backlog=2048)
     admin = await start_admin(lambda: worker.config) if with_admin else None
-    log.info("listening on %s (pid %d)", config.listen, os.getpid())
+    log.info(
+        "listening on %s (pid %d); up to %d client connections",
+        config.listen,
+        os.getpid(),
+        worker.proxy.max_connections,
+    )
     for line in iter_summary(config):  # shapes and counts only, never a secret
         log.debug("configuration: %s", line)
     await stop.wait()
@@ -229,7 +284,9 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
     children: list[subprocess.Popen[Any]] = []
     # Signals are handled before the port listens (see _run_worker); a stop that comes while
     # the admin port binds means no worker is started at all.
-    stopping = _handle_supervisor_signals(children, config_file, state)
+    # The limits of every configuration a worker was started with: a reload must fit them all.
+    spawned_limits = {config.limits}
+    stopping = _handle_supervisor_signals(children, config_file, state, spawned_limits)
     metrics.set_key_ids(_key_ids(codec_from_config(config)))
     try:
         sock = _listen_socket(config)
@@ -258,7 +315,9 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
         if not stopping.is_set():
             # Synchronous: a signal's handler runs only after every worker is in the list.
             children.extend(_spawn_worker(command, env, sock) for _ in range(workers))
-        waiting = await _supervise(children, command, env, sock, stopping, state, config_file)
+        waiting = await _supervise(
+            children, command, env, sock, stopping, state, config_file, spawned_limits
+        )
     finally:
         # Whatever ended the supervision, no worker outlives its supervisor.
         for child in children:
@@ -278,7 +337,10 @@ async def _run_supervisor(config: Config, config_file: str, workers: int) -> int
 
 
 def _handle_supervisor_signals(
-    children: list[subprocess.Popen[Any]], config_file: str, state: dict[str, Config]
+    children: list[subprocess.Popen[Any]],
+    config_file: str,
+    state: dict[str, Config],
+    spawned_limits: set[Limits],
 ) -> asyncio.Event:
     """Forward stop and reload signals to ``children``; the event is set on a stop."""
     loop = asyncio.get_running_loop()
@@ -286,7 +348,7 @@ def _handle_supervisor_signals(
 
     def reload() -> None:
         try:
-            config = load_config(config_file)
+            config = load_within(config_file, spawned_limits)
         except ConfigError as exc:
             log.error(
                 "reload refused, keeping the running configuration: %s", "; ".join(exc.errors)
@@ -330,6 +392,7 @@ async def _supervise(
     stopping: asyncio.Event,
     state: dict[str, Config],
     config_file: str,
+    spawned_limits: set[Limits],
 ) -> set[int]:
     """Restart workers that die and, on a stop, wait for them to finish; return the slots
     left empty because the file was invalid.
@@ -337,7 +400,9 @@ async def _supervise(
     A worker reads the configuration file when it starts. If the file no longer validates (a
     reload was refused, and the file left as it was), a new worker would only fail at once,
     and again every half second: the slot stays empty instead, with one log line, and gets
-    its worker as soon as the file validates again.
+    its worker as soon as the file validates again. A file whose sessions the running
+    workers' limits cannot carry is refused the same way: a new worker would serve sessions
+    the others refuse.
     """
     loop = asyncio.get_running_loop()
     config = state["config"]
@@ -352,7 +417,7 @@ async def _supervise(
                 log.error("worker %d exited with %s; restarting it", child.pid, code)
                 metrics.worker_exited(child.pid)  # its memory, CPU and fd series go with it
             try:
-                config = load_config(config_file)
+                config = load_within(config_file, spawned_limits)
             except ConfigError as exc:
                 if i not in waiting:
                     waiting.add(i)
@@ -369,6 +434,7 @@ async def _supervise(
                 # would disagree on secrets, so the live ones reload it too (as on SIGHUP).
                 log.warning("%s changed since it was loaded: reloading every worker", config_file)
                 _reload_workers(children, state, config)
+            spawned_limits.add(config.limits)
             children[i] = _spawn_worker(command, env, sock)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), 0.5)
@@ -376,6 +442,27 @@ async def _supervise(
     while any(c.poll() is None for c in children) and loop.time() < deadline:
         await asyncio.sleep(0.1)
     return waiting
+
+
+def load_within(config_file: str, running: Iterable[Limits]) -> Config:
+    """Load ``config_file`` for a reload: valid by itself, and with sessions that the limits
+    the running parsers were built with can carry (only a restart changes those; applying the
+    new cookie settings to the old parsers would refuse the sessions they allow).
+    Raises :class:`ConfigError`."""
+    config = load_config(config_file)
+    problems = [
+        problem
+        for limits in running
+        for problem in session_limit_problems(limits, config.cookie, config.session)
+    ]
+    if problems:
+        raise ConfigError(
+            [
+                f"{problem} (these are the running limits: change them and restart)"
+                for problem in dict.fromkeys(problems)
+            ]
+        )
+    return config
 
 
 def _key_ids(codec: SessionCodec) -> list[str]:

@@ -54,7 +54,9 @@ def split_cookie_header(header: str | None, name: str) -> CookieSplit:
     for piece in header.split(";"):
         pair = piece.strip()
         if not pair.startswith(prefix):
-            if pair and not hidden.search(pair):
+            # A pair too short to hold "<name>.<digit>" skips the search: thousands of tiny
+            # pairs then cost a loop turn each (the head's cap bounds how many).
+            if pair and (len(pair) <= plen or not hidden.search(pair)):
                 others.append(pair)
             continue
         key, _, value = pair.partition("=")

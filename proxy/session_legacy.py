@@ -35,7 +35,7 @@ from itsdangerous.encoding import base64_decode, bytes_to_int
 from itsdangerous.exc import BadData
 from itsdangerous.signer import Signer
 
-from proxy.config_migrate import MigrateConfig
+from proxy.config_migrate import MAX_LEGACY_COOKIE_BYTES, MigrateConfig
 from proxy.session_codec import (
     FUTURE_SKEW_SECONDS,
     SessionError,
@@ -46,11 +46,6 @@ from proxy.session_codec import (
 )
 from proxy.session_cookies import cookie_value, keep_once
 
-#: RFC 6265 section 6.1: a browser stores at least 4096 bytes per cookie, and the ones in use
-#: store no more. A legacy cookie value longer than that (counted in characters, which for the
-#: ASCII of a signed value are bytes) was never written by a browser's Flask app, so it is
-#: refused before any decoding.
-MAX_LEGACY_COOKIE_BYTES = 4096
 #: itsdangerous writes the timestamp as a big-endian integer; eight bytes is year 292 billion.
 _MAX_TIMESTAMP_CHARS = 11
 _DIGESTS: dict[str, Callable[..., Any]] = {
@@ -109,8 +104,13 @@ def split_legacy_cookies(header: str | None, names: Collection[str]) -> LegacyCo
     hidden = _hidden_legacy_pattern(tuple(sorted(names)))
     split = LegacyCookieSplit()
     others: list[str] = []
+    shortest = min(map(len, names))
     for piece in header.split(";"):
         pair = piece.strip()
+        if len(pair) < shortest:  # too short to hold a legacy name: no search, one loop turn
+            if pair:
+                others.append(pair)
+            continue
         key, eq, value = pair.partition("=")
         key = key.strip()
         if not eq or key not in names:

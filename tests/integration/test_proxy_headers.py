@@ -288,11 +288,14 @@ def test_generated_request_ids_differ(proxy: RunningProxy) -> None:
 # --- sizes ------------------------------------------------------------------------------------
 
 LIMIT = 131_072  # limits.max_header_bytes by default
+#: limits.max_request_head_bytes by default (a full session of 12 chunks of 4000 bytes, 33 KiB
+#: more), which holds a client's field below LIMIT.
+HEAD_LIMIT = 81_792
 
 
-def test_cookie_header_just_under_the_limit_is_accepted(any_proxy: RunningProxy) -> None:
-    cookie = "; ".join(f"c{i}={'v' * 4000}" for i in range(31))
-    assert LIMIT - 8192 < len(cookie) < LIMIT - 1024
+def test_cookie_header_just_under_the_head_limit_is_accepted(any_proxy: RunningProxy) -> None:
+    cookie = "; ".join(f"c{i}={'v' * 4000}" for i in range(19))
+    assert HEAD_LIMIT - 8192 < len(cookie) < HEAD_LIMIT - 1024
     seen = seen_by_backend(any_proxy, [("Cookie", cookie)])
     assert seen["cookie"] == cookie
 

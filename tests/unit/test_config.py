@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from proxy.config import (
     Config,
     ConfigError,
+    Limits,
     ListenAddress,
     config_path,
     iter_summary,
@@ -603,6 +604,63 @@ def test_session_json_cap_equal_to_the_header_limit_is_valid() -> None:
         MINIMAL + "session:\n  max_json_bytes: 65536\nlimits:\n  max_header_bytes: 65536\n"
     )
     assert config.session.max_json_bytes == config.limits.max_header_bytes == 65536
+
+
+def test_request_head_limit_defaults_to_a_full_session_and_32_kib_more() -> None:
+    limits = parse(MINIMAL).limits
+    assert limits.max_request_head_bytes == 12 * 4000 + 1024 + 32 * 1024 == 81_792
+    assert Limits().max_request_head_bytes == limits.max_request_head_bytes
+
+
+def test_request_head_limit_default_follows_the_cookie_settings() -> None:
+    config = parse(MINIMAL + "cookie:\n  chunk_size: 3000\n  max_chunks: 20\n")
+    assert config.limits.max_request_head_bytes == 20 * 3000 + 1024 + 32 * 1024
+
+
+@pytest.mark.parametrize(("fmt", "legacy"), [("flask", 4096), ("flask-chunked", 10 * 4096)])
+def test_request_head_limit_default_makes_room_for_the_legacy_cookies(
+    fmt: str, legacy: int
+) -> None:
+    migrate = f"migrate:\n  format: {fmt}\n  secret_keys: ['{'k' * 32}']\n"
+    config = parse(MINIMAL + migrate)
+    assert config.limits.max_request_head_bytes == 81_792 + legacy
+
+
+def test_request_head_limit_must_carry_a_full_session_and_a_request_line() -> None:
+    text = MINIMAL + "limits:\n  max_request_head_bytes: 50000\n"
+    assert errors_of(text) == [
+        "limits.max_request_head_bytes: 50000 cannot carry a full session of 12 chunks of 4000 "
+        "bytes with a request line; raise it to at least 53120"
+    ]
+    assert parse(MINIMAL + "limits:\n  max_request_head_bytes: 53120\n").limits == Limits(
+        max_request_head_bytes=53_120
+    )
+
+
+def test_request_head_limit_out_of_range_is_reported() -> None:
+    assert errors_of(MINIMAL + "limits:\n  max_request_head_bytes: 4096\n") == [
+        "limits.max_request_head_bytes: must be between 8192 and 16777216, got 4096"
+    ]
+
+
+def test_max_connections_defaults_to_0_derived_from_the_fd_limit_at_start() -> None:
+    assert parse(MINIMAL).limits.max_connections == 0
+    assert parse(MINIMAL + "limits:\n  max_connections: 50\n").limits.max_connections == 50
+
+
+@pytest.mark.parametrize("value", ["-1", "yes", "1.5"])
+def test_max_connections_that_is_not_a_count_is_reported(value: str) -> None:
+    errors = errors_of(MINIMAL + f"limits:\n  max_connections: {value}\n")
+    assert len(errors) == 1
+    assert errors[0].startswith("limits.max_connections: ")
+
+
+def test_summary_shows_the_limits_in_force() -> None:
+    summary = "\n".join(iter_summary(parse(MINIMAL + "limits:\n  max_connections: 50\n")))
+    assert "head 81792 B" in summary
+    assert "50 connections a worker" in summary
+    default = "\n".join(iter_summary(parse(MINIMAL)))
+    assert "connections a worker from RLIMIT_NOFILE" in default
 
 
 def test_trusted_proxy_that_is_not_a_cidr_is_reported() -> None:

@@ -38,6 +38,14 @@ def test_header_without_chunks_passes_through_unchanged() -> None:
     assert split.others == "theme=dark;lang=en"
 
 
+def test_thousands_of_tiny_pairs_pass_in_order_beside_disguised_chunks() -> None:
+    tiny = "; ".join(["x", "a=1", "s.0=1"] * 5000)
+    header = f"{tiny}; session.0=v; a=1, session.1=w; {tiny}; SESSION.2=u"
+    split = split_cookie_header(header, "session")
+    assert split.chunks == {0: "v"}
+    assert split.others == f"{tiny}; {tiny}"
+
+
 def test_others_is_none_when_only_chunks_were_sent() -> None:
     assert split_cookie_header("session.0=a; session.1=b", "session").others is None
 

@@ -19,11 +19,10 @@ from itsdangerous import URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
 from markupsafe import Markup
 
-from proxy.config_migrate import MigrateConfig
+from proxy.config_migrate import MAX_LEGACY_COOKIE_BYTES, MigrateConfig
 from proxy.config_secrets import Secret
 from proxy.session_codec import SessionState
 from proxy.session_legacy import (
-    MAX_LEGACY_COOKIE_BYTES,
     LegacyReader,
     LegacyTagError,
     split_legacy_cookies,
@@ -352,6 +351,14 @@ def test_split_drops_disguised_legacy_spellings() -> None:
     split = split_legacy_cookies(header, ("session", "session:0"))
     assert split.values == {}
     assert split.others == "keep=1"
+
+
+def test_split_passes_thousands_of_tiny_pairs_in_order_beside_disguised_ones() -> None:
+    tiny = "; ".join(["x", "a=1", "sess=1"] * 5000)
+    header = f"{tiny}; session=v; a=1, session=w; {tiny}; SESSION=u"
+    split = split_legacy_cookies(header, ("session",))
+    assert split.values == {"session": "v"}
+    assert split.others == f"{tiny}; {tiny}"
 
 
 def test_split_same_name_twice_differently_is_a_conflict() -> None:
